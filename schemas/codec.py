@@ -1,0 +1,328 @@
+"""The three encodings of one contract: protobuf, msgpack and JSON (DESIGN §2).
+
+The `Content-Type` header picks the codec; no header means JSON so `nats req` works by hand.
+msgpack and JSON go through the proto message, so an unknown field or a wrong type is a
+`BadRequest`, never silently dropped. msgpack uses the proto3 JSON field names but native
+values: bytes as binary, 64-bit integers as integers.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import msgpack
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from schemas.errors import BadRequest
+
+M = TypeVar("M", bound=Message)
+
+PROTOBUF = "application/protobuf"
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+
+# Messages whose proto3 JSON form is not an object of their fields: json_format knows them.
+_WELL_KNOWN = frozenset(
+    {
+        "google.protobuf.Value",
+        "google.protobuf.Struct",
+        "google.protobuf.ListValue",
+        "google.protobuf.Timestamp",
+        "google.protobuf.Duration",
+        "google.protobuf.FieldMask",
+        "google.protobuf.Any",
+        *(
+            f"google.protobuf.{w}Value"
+            for w in (
+                "Double",
+                "Float",
+                "Int64",
+                "UInt64",
+                "Int32",
+                "UInt32",
+                "Bool",
+                "String",
+                "Bytes",
+            )
+        ),
+    }
+)
+
+
+class Codec:
+    """One encoding: `decode(cls, body)` -> message, `encode(message)` -> body."""
+
+    def __init__(
+        self,
+        content_type: str,
+        decode: Callable[[type[Message], bytes], Message],
+        encode: Callable[[Message], bytes],
+    ) -> None:
+        self.content_type = content_type
+        self._decode = decode
+        self.encode = encode
+
+    def decode(self, cls: type[M], body: bytes) -> M:
+        msg = self._decode(cls, body)
+        assert isinstance(msg, cls)
+        return msg
+
+    def __repr__(self) -> str:
+        return f"Codec({self.content_type})"
+
+
+# -- protobuf ---------------------------------------------------------------------------------
+
+
+def _decode_protobuf(cls: type[Message], body: bytes) -> Message:
+    try:
+        return cls.FromString(body)
+    except DecodeError as exc:
+        raise BadRequest(f"invalid protobuf body for {cls.DESCRIPTOR.full_name}") from exc
+
+
+def _encode_protobuf(msg: Message) -> bytes:
+    return msg.SerializeToString()
+
+
+# -- JSON -------------------------------------------------------------------------------------
+
+
+def _decode_json(cls: type[Message], body: bytes) -> Message:
+    msg = cls()
+    if not body.strip():
+        return msg
+    try:
+        json_format.Parse(body, msg, ignore_unknown_fields=False)
+    except (json_format.ParseError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest(f"invalid JSON body: {_first_line(exc)}") from exc
+    return msg
+
+
+def _encode_json(msg: Message) -> bytes:
+    text = json_format.MessageToJson(
+        msg,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        indent=None,
+    )
+    return text.encode()
+
+
+# -- msgpack ----------------------------------------------------------------------------------
+
+
+def _decode_msgpack(cls: type[Message], body: bytes) -> Message:
+    if not body:
+        return cls()
+    try:
+        data = msgpack.unpackb(body, raw=False)
+    except (ValueError, msgpack.UnpackException, RecursionError) as exc:
+        raise BadRequest("invalid msgpack body") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("msgpack body must be a map of the request's fields")
+    try:
+        return cls(**_kwargs(cast(Descriptor, cls.DESCRIPTOR), data))
+    except (TypeError, ValueError, json_format.ParseError, RecursionError) as exc:
+        raise BadRequest(f"invalid msgpack body: {_first_line(exc)}") from exc
+
+
+def _kwargs(desc: Descriptor, data: dict[Any, Any]) -> dict[str, Any]:
+    """Turn a msgpack map into constructor arguments; only well-known types need converting."""
+    converters = _converters(desc)
+    if not converters:
+        return data
+    out = dict(data)
+    for name, convert in converters.items():
+        if name in out and out[name] is not None:
+            out[name] = convert(out[name])
+    return out
+
+
+@functools.cache
+def _converters(desc: Descriptor) -> dict[str, Callable[[Any], Any]]:
+    """Per field, what turns its native msgpack value into something the constructor takes."""
+    result: dict[str, Callable[[Any], Any]] = {}
+    for field in desc.fields:
+        sub = field.message_type
+        if sub is None:
+            if _is_repeated(field):
+                # A string is iterable: without this check "ab" would become ["a", "b"].
+                result[field.name] = _as_list
+            continue
+        if _is_map(field):
+            value_field = _map_value(field)
+            if value_field.message_type is not None:
+                one = _one_converter(value_field.message_type)
+                result[field.name] = functools.partial(_each_value, one)
+            continue
+        one = _one_converter(sub)
+        if _is_repeated(field):
+            result[field.name] = functools.partial(_each_item, one)
+        else:
+            result[field.name] = one
+    return result
+
+
+def _one_converter(sub: Descriptor) -> Callable[[Any], Any]:
+    if sub.full_name in _WELL_KNOWN:
+        cls = _message_class(sub)
+
+        def well_known(value: Any) -> Message:
+            msg = cls()
+            json_format.ParseDict(value, msg)
+            return msg
+
+        return well_known
+
+    def nested(value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"{sub.full_name} must be a map")
+        return _kwargs(sub, value)
+
+    return nested
+
+
+def _each_item(one: Callable[[Any], Any], value: Any) -> list[Any]:
+    return [one(x) for x in _as_list(value)]
+
+
+def _each_value(one: Callable[[Any], Any], value: Any) -> dict[Any, Any]:
+    return {k: one(x) for k, x in _as_map(value).items()}
+
+
+def _as_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list")
+    return value
+
+
+def _as_map(value: Any) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("expected a map")
+    return value
+
+
+def _encode_msgpack(msg: Message) -> bytes:
+    packed: bytes = msgpack.packb(_native(msg), use_bin_type=True)
+    return packed
+
+
+def _native(msg: Message) -> Any:
+    """The message as plain values, the JSON mapping's shape with binary bytes and int64s."""
+    desc = msg.DESCRIPTOR
+    if desc.full_name in _WELL_KNOWN:
+        return json_format.MessageToDict(msg)
+    out: dict[str, Any] = {}
+    for field, kind in _plan(desc):
+        name = field.name
+        if kind == "present":
+            if not msg.HasField(name):
+                continue
+            kind = "message" if field.message_type is not None else "scalar"
+        value = getattr(msg, name)
+        if kind == "scalar":
+            out[name] = value
+        elif kind == "enum":
+            out[name] = _enum_name(field, value)
+        elif kind == "message":
+            out[name] = _native(value)
+        elif kind == "repeated":
+            out[name] = list(value)
+        elif kind == "repeated_message":
+            out[name] = [_native(v) for v in value]
+        elif kind == "map":
+            out[name] = dict(value)
+        else:  # map of messages
+            out[name] = {k: _native(v) for k, v in value.items()}
+    return out
+
+
+@functools.cache
+def _plan(desc: Descriptor) -> tuple[tuple[FieldDescriptor, str], ...]:
+    """How each field is turned into a native value, decided once per message type."""
+    plan = []
+    for field in desc.fields:
+        if _is_map(field):
+            value_field = _map_value(field)
+            kind = "map" if value_field.message_type is None else "map_message"
+        elif _is_repeated(field):
+            kind = "repeated" if field.message_type is None else "repeated_message"
+        elif field.has_presence:
+            kind = "present"
+        elif field.enum_type is not None:
+            kind = "enum"
+        else:
+            kind = "scalar"
+        plan.append((field, kind))
+    return tuple(plan)
+
+
+def _map_value(field: FieldDescriptor) -> FieldDescriptor:
+    assert field.message_type is not None
+    return field.message_type.fields_by_name["value"]
+
+
+def _enum_name(field: FieldDescriptor, number: int) -> str | int:
+    assert field.enum_type is not None
+    value = field.enum_type.values_by_number.get(number)
+    return value.name if value is not None else number
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return (
+        _is_repeated(field)
+        and field.message_type is not None
+        and field.message_type.GetOptions().map_entry
+    )
+
+
+@functools.cache
+def _message_class(desc: Descriptor) -> type[Message]:
+    from google.protobuf import message_factory
+
+    return message_factory.GetMessageClass(desc)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+# -- choosing ---------------------------------------------------------------------------------
+
+PROTOBUF_CODEC = Codec(PROTOBUF, _decode_protobuf, _encode_protobuf)
+MSGPACK_CODEC = Codec(MSGPACK, _decode_msgpack, _encode_msgpack)
+JSON_CODEC = Codec(JSON, _decode_json, _encode_json)
+
+_BY_CONTENT_TYPE = {
+    PROTOBUF: PROTOBUF_CODEC,
+    "application/x-protobuf": PROTOBUF_CODEC,
+    "application/vnd.google.protobuf": PROTOBUF_CODEC,
+    MSGPACK: MSGPACK_CODEC,
+    "application/x-msgpack": MSGPACK_CODEC,
+    "application/vnd.msgpack": MSGPACK_CODEC,
+    JSON: JSON_CODEC,
+}
+
+
+def codec_for(content_type: str | None) -> Codec:
+    """The codec a `Content-Type` names; none or empty means JSON."""
+    if not content_type:
+        return JSON_CODEC
+    codec = _BY_CONTENT_TYPE.get(content_type)
+    if codec is None:
+        codec = _BY_CONTENT_TYPE.get(content_type.split(";", 1)[0].strip().lower())
+    if codec is None:
+        raise BadRequest(
+            f"unsupported Content-Type {content_type[:80]!r}",
+            details={"supported": [PROTOBUF, MSGPACK, JSON]},
+        )
+    return codec

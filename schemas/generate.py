@@ -1,0 +1,79 @@
+"""Regenerate the Python code of every .proto in the repo (`make proto`), or check it is fresh.
+
+Generated code is committed so that installing the package needs no protoc; `--check` fails CI
+when a .proto changed without regenerating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import shutil
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from google.api import annotations_pb2
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIRS = ("schemas/v1", "tests/support")
+
+
+def proto_files() -> list[str]:
+    """Every .proto the project owns, relative to the repo root (its import root)."""
+    return sorted(str(p.relative_to(ROOT)) for d in PROTO_DIRS for p in (ROOT / d).glob("*.proto"))
+
+
+def generate(out: Path) -> None:
+    """Run protoc (python + mypy stubs) over all project protos into `out`."""
+    include_dirs = {
+        str(resources.files("grpc_tools") / "_proto"),
+        # googleapis-common-protos ships google/api/*.proto next to its generated modules.
+        str(Path(annotations_pb2.__file__).parents[2]),
+    }
+    # protoc finds protoc-gen-mypy on PATH; it lives beside this interpreter.
+    bindir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    args = ["protoc", f"-I{ROOT}", *(f"-I{d}" for d in sorted(include_dirs))]
+    args += [f"--python_out={out}", f"--mypy_out={out}", *proto_files()]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+
+
+def generated_files(base: Path) -> list[Path]:
+    return sorted(p.relative_to(base) for d in PROTO_DIRS for p in (base / d).glob("*_pb2.py*"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if generated code is stale")
+    check = parser.parse_args().check
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        generate(out)
+        fresh = generated_files(out)
+        if check:
+            stale = [str(f) for f in fresh if not (ROOT / f).exists()]
+            stale += [
+                str(f)
+                for f in fresh
+                if (ROOT / f).exists() and not filecmp.cmp(out / f, ROOT / f, shallow=False)
+            ]
+            stale += [str(f) for f in generated_files(ROOT) if f not in fresh]
+            if stale:
+                sys.exit("generated code is stale, run `make proto`: " + ", ".join(stale))
+            print(f"generated code is fresh ({len(fresh)} files)")
+            return
+        for f in generated_files(ROOT):
+            if f not in fresh:
+                (ROOT / f).unlink()
+        for f in fresh:
+            shutil.copyfile(out / f, ROOT / f)
+        print(f"generated {len(fresh)} files")
+
+
+if __name__ == "__main__":
+    main()

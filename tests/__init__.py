@@ -1,0 +1,1 @@
+"""aifleet test suite: unit, integration (real servers), faults and security tests."""

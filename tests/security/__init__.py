@@ -1,0 +1,1 @@
+"""Security tests: tenant isolation enforced by real servers."""

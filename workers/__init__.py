@@ -1,0 +1,1 @@
+"""aifleet workers: the worker runtime, one package per component, and the embedded servers."""

@@ -1,0 +1,1 @@
+"""The cache component: tenant-scoped entries on the Redis protocol."""

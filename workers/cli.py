@@ -1,0 +1,147 @@
+"""`aifleet`: run the fleet, run one component, call an operation, inspect and replay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from workers.runtime.config import Settings
+from workers.runtime.logs import configure as configure_logging
+
+T = TypeVar("T")
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+err = Console(stderr=True)
+
+
+def settings() -> Settings:
+    """Settings from the environment; an invalid value stops here, naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err.print("[red]invalid configuration:[/red]")
+        for e in exc.errors():
+            name = "AIFLEET_" + ".".join(str(p) for p in e["loc"]).upper()
+            err.print(f"  {name}: {e['msg']}")
+        raise typer.Exit(2) from None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when it is installed (it is on Linux and macOS)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    result: T = uvloop.run(coro)
+    return result
+
+
+@app.command()
+def up(
+    data: Annotated[Path, typer.Option(help="where embedded servers keep their data")] = Path(
+        ".aifleet"
+    ),
+    nats_port: Annotated[int, typer.Option(help="embedded nats-server client port")] = 4222,
+    redis_port: Annotated[int, typer.Option(help="embedded Valkey port")] = 6399,
+) -> None:
+    """Start the whole fleet on this machine: embedded servers (unless NATS_URL, DATABASE_URL or
+    REDIS_URL name real ones) and every component, until Ctrl-C."""
+    from workers.fleet import run_fleet
+
+    base = settings()
+    configure_logging(base.log_level, "console" if sys.stderr.isatty() else base.log_format)
+    run(run_fleet(base, data.resolve(), nats_port=nats_port, redis_port=redis_port, console=err))
+
+
+@app.command()
+def worker(
+    components: Annotated[list[str], typer.Argument(help="component names, e.g. cache")],
+) -> None:
+    """Run components in this process (what a systemd unit or container runs)."""
+    from workers.components import load
+    from workers.runtime.telemetry import configure as configure_telemetry
+    from workers.runtime.worker import Worker
+
+    s = settings()
+    configure_logging(s.log_level, s.log_format)
+    try:
+        loaded = [load(name) for name in components]
+    except KeyError as exc:
+        err.print(f"[red]{exc.args[0]}[/red]")
+        raise typer.Exit(2) from None
+    shutdown = configure_telemetry("aifleet-" + "-".join(components), s.otel_endpoint)
+    try:
+        run(Worker(loaded, s).run())
+    finally:
+        shutdown()
+
+
+@app.command()
+def call(
+    operation: Annotated[str, typer.Argument(help="component.op, e.g. cache.get")],
+    body: Annotated[str, typer.Argument(help="request as JSON (proto3 JSON mapping)")] = "{}",
+    tenant: Annotated[
+        str, typer.Option(help="tenant token (the subject's tenant)")
+    ] = os.environ.get("AIFLEET_TENANT", "default"),
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the reply")] = 10.0,
+    user: Annotated[str | None, typer.Option(help="X-User-ID header")] = None,
+) -> None:
+    """Call one operation over NATS and print the decoded reply as JSON."""
+    from workers.inspect import call_operation
+
+    configure_logging("WARNING", "console")
+    code = run(call_operation(settings(), operation, body, tenant, timeout, user))
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    wait: Annotated[float, typer.Option(help="seconds to collect discovery answers")] = 0.5,
+) -> None:
+    """Every running component instance, its endpoints and stats (NATS micro discovery)."""
+    from workers.inspect import show_status
+
+    configure_logging("WARNING", "console")
+    raise typer.Exit(run(show_status(settings(), wait)))
+
+
+@app.command()
+def streams() -> None:
+    """Provision the JetStream streams (create missing, never overwrite) and show them."""
+    from workers.inspect import show_streams
+
+    configure_logging("WARNING", "console")
+    raise typer.Exit(run(show_streams(settings())))
+
+
+@app.command()
+def replay(
+    tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+    component: Annotated[str | None, typer.Option(help="only this component")] = None,
+    event: Annotated[str | None, typer.Option(help="only this event name")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time or age like 15m, 2h, 7d")] = None,
+    until: Annotated[
+        str | None, typer.Option(help="ISO time or age; stop at events after it")
+    ] = None,
+    follow: Annotated[bool, typer.Option(help="keep printing new events")] = False,
+) -> None:
+    """Print events from AI_EVENTS as JSON lines, oldest first."""
+    from workers.inspect import replay_events
+
+    configure_logging("WARNING", "console")
+    raise typer.Exit(run(replay_events(settings(), tenant, component, event, since, until, follow)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Process configuration from the environment (pydantic-settings).
+
+`AIFLEET_*` variables plus the usual `NATS_URL`, `DATABASE_URL`, `REDIS_URL` and
+`OTEL_EXPORTER_OTLP_ENDPOINT`. Invalid values fail at start with the variable named.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIFLEET_", extra="ignore", frozen=True)
+
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", validation_alias=AliasChoices("NATS_URL", "AIFLEET_NATS_URL")
+    )
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "AIFLEET_DATABASE_URL")
+    )
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("REDIS_URL", "AIFLEET_REDIS_URL")
+    )
+    otel_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "AIFLEET_OTEL_ENDPOINT")
+    )
+
+    concurrency: int = Field(64, ge=1, le=100_000, description="in-flight handlers per component")
+    request_timeout: float = Field(30.0, gt=0, description="deadline when a request names none")
+    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    drain_timeout: float = Field(25.0, ge=0, description="SIGTERM: wait this long for in-flight")
+    dependency_timeout: float = Field(
+        2.0, gt=0, description="connect/IO timeout to Redis, Postgres"
+    )
+
+    job_max_deliver: int = Field(5, ge=1, le=1000)
+    job_ack_wait: float = Field(30.0, gt=0)
+    job_backoff: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0])
+    job_batch: int = Field(16, ge=1, le=1000)
+    job_timeout: float = Field(300.0, gt=0, description="deadline of one job attempt")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("job_backoff")
+    @classmethod
+    def _backoff_positive(cls, value: list[float]) -> list[float]:
+        if not value or any(v < 0 for v in value):
+            raise ValueError("job_backoff needs at least one delay, none negative")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value

@@ -1,0 +1,230 @@
+"""The JetStream job loop: claim → decode → execute → settle, for a component's jobs.
+
+Settling is the contract: `ack` only after the handler returned (its effect is committed),
+`in_progress` while it runs, `nak(delay)` with backoff on a retryable failure, and on a
+permanent one, or after the last attempt, a copy to AI_DLQ with the reason and then `term`.
+Handlers make their effect idempotent by `ctx.message_id`, so a redelivery after a crash
+changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.errors import FetchTimeoutError
+
+from schemas.codec import codec_for
+from schemas.errors import BadRequest, ServiceError
+from subjects import (
+    HEADER_CONTENT_TYPE,
+    HEADER_DLQ_DELIVERIES,
+    HEADER_DLQ_ERROR,
+    HEADER_DLQ_SEQUENCE,
+    HEADER_DLQ_SUBJECT,
+    HEADER_MSG_ID,
+    PREFIX,
+    STREAM_JOBS,
+    check_tenant,
+    job_consumer,
+)
+from subjects.streams import ensure_job_consumer, job_consumer_config
+from workers.runtime.client import Client
+from workers.runtime.config import Settings
+from workers.runtime.context import Context
+from workers.runtime.endpoints import Endpoint
+from workers.runtime.events import EventPublisher
+from workers.runtime.failures import as_service_error
+from workers.runtime.logs import get_logger
+from workers.runtime.telemetry import Labels, request_duration, requests_total
+
+
+class JobRunner:
+    """Pulls one component's jobs from AI_JOBS and settles each exactly as described above."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        component: str,
+        endpoints: list[Endpoint],
+        settings: Settings,
+        *,
+        client: Client,
+        events: EventPublisher,
+    ) -> None:
+        self.js = js
+        self.component = component
+        self._ops = {ep.rpc.op: ep for ep in endpoints}
+        self._labels = {ep.rpc.op: Labels(component, ep.rpc.op, "job") for ep in endpoints}
+        self._settings = settings
+        self._client = client
+        self._events = events
+        self._limit = settings.concurrency
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._log = get_logger(component=component)
+        # One delivery more than our attempts: if a worker dies during the last attempt, the
+        # server still hands the job over once more, and it goes to the dead letters then.
+        self._attempts = settings.job_max_deliver
+
+    async def start(self) -> None:
+        config = job_consumer_config(
+            self.component,
+            max_deliver=self._attempts + 1,
+            ack_wait=self._settings.job_ack_wait,
+            max_ack_pending=max(self._limit, 1),
+        )
+        await ensure_job_consumer(self.js, config)
+        psub = await self.js.pull_subscribe_bind(
+            durable=job_consumer(self.component), stream=STREAM_JOBS
+        )
+        self._loop_task = asyncio.create_task(self._pull(psub))
+
+    async def stop(self, timeout: float) -> int:
+        """Stop fetching and let running jobs settle; an unsettled job is simply redelivered."""
+        self._stopping = True
+        self._room.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if not self._inflight:
+            return 0
+        _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        return len(pending)
+
+    # -- claim ------------------------------------------------------------------------------
+
+    async def _pull(self, psub: JetStreamContext.PullSubscription) -> None:
+        while not self._stopping:
+            free = self._limit - len(self._inflight)
+            if free <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                msgs = await psub.fetch(min(free, self._settings.job_batch), timeout=1.0)
+            except (TimeoutError, FetchTimeoutError, NatsTimeout):
+                continue
+            except Exception as exc:  # reconnecting, server restarting: try again shortly
+                self._log.warning("job fetch failed", error=type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._settle_one(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._room.set()
+
+    # -- decode, execute, settle ------------------------------------------------------------
+
+    async def _settle_one(self, msg: Msg) -> None:
+        started = time.perf_counter_ns()
+        meta = msg.metadata
+        parts = msg.subject.split(".")
+        op = parts[5] if len(parts) == 6 else ""
+        keepalive = asyncio.create_task(self._keep_alive(msg))
+        outcome = "ok"
+        try:
+            if meta.num_delivered > self._attempts:
+                raise _OutOfAttempts(meta.num_delivered)
+            await self._execute(msg, op, meta.num_delivered, meta.sequence.stream)
+            await msg.ack_sync(timeout=5.0)
+        except Exception as exc:
+            outcome = await self._fail(msg, op, exc, started)
+        finally:
+            keepalive.cancel()
+            labels = self._labels.get(op)
+            if labels is not None:
+                requests_total.add(1, labels(outcome))
+                request_duration.record((time.perf_counter_ns() - started) / 1e9, labels(outcome))
+
+    async def _execute(self, msg: Msg, op: str, attempt: int, sequence: int) -> None:
+        ep = self._ops.get(op)
+        if ep is None:
+            raise BadRequest(f"{self.component} has no job operation {op!r}")
+        headers = msg.headers or {}
+        tenant = check_tenant(msg.subject.split(".")[2])
+        request = codec_for(headers.get(HEADER_CONTENT_TYPE)).decode(ep.rpc.request, msg.data)
+        ctx = Context(
+            tenant=tenant,
+            component=self.component,
+            op=op,
+            headers=headers,
+            deadline=time.monotonic() + self._settings.job_timeout,
+            client=self._client,
+            events=self._events,
+            message_id=headers.get(HEADER_MSG_ID) or f"{STREAM_JOBS}:{sequence}",
+            attempt=attempt,
+        )
+        async with asyncio.timeout(self._settings.job_timeout):
+            result: Any = ep.handler(ctx, request)
+            if ep.rpc.streaming:
+                async for _ in result:
+                    pass
+            else:
+                await result
+
+    async def _fail(self, msg: Msg, op: str, exc: Exception, started: int) -> str:
+        elapsed = (time.perf_counter_ns() - started) / 1e9
+        error, is_bug = as_service_error(exc, deadline_passed=elapsed >= self._settings.job_timeout)
+        attempt = msg.metadata.num_delivered
+        log = self._log.bind(op=op, attempt=attempt, code=error.code)
+        if is_bug:
+            log.error("job failed", exc_info=exc)
+        retry = (error.retryable or is_bug) and not isinstance(exc, _OutOfAttempts)
+        try:
+            if retry and attempt < self._attempts:
+                backoff = self._settings.job_backoff
+                await msg.nak(delay=backoff[min(attempt, len(backoff)) - 1])
+                log.info("job will be retried")
+                return error.code
+            await self._dead_letter(msg, op, error)
+            await msg.term()
+            log.warning("job dead-lettered", reason=error.message)
+        except Exception as settle_exc:  # the job is redelivered after ack_wait
+            log.warning("job not settled", error=type(settle_exc).__name__)
+        return error.code
+
+    async def _dead_letter(self, msg: Msg, op: str, error: ServiceError) -> None:
+        parts = msg.subject.split(".")
+        tenant = parts[2] if len(parts) == 6 else "unknown"
+        sequence = msg.metadata.sequence.stream
+        headers = dict(msg.headers or {})
+        headers.update(
+            {
+                HEADER_DLQ_SUBJECT: msg.subject,
+                HEADER_DLQ_SEQUENCE: str(sequence),
+                HEADER_DLQ_DELIVERIES: str(msg.metadata.num_delivered),
+                HEADER_DLQ_ERROR: f"{error.status} {error.code}: {error.message}"[:500],
+                HEADER_MSG_ID: f"dlq:{STREAM_JOBS}:{sequence}",
+            }
+        )
+        # Built from the raw tokens: a job whose tenant token is invalid is dead-lettered too.
+        subject = f"{PREFIX}.{tenant}.dlq.{self.component}.{op or 'unknown'}"
+        await self.js.publish(subject, msg.data, headers=headers, timeout=5.0)
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        interval = max(self._settings.job_ack_wait / 3, 0.1)
+        with contextlib.suppress(Exception):
+            while True:
+                await asyncio.sleep(interval)
+                await msg.in_progress()
+
+
+class _OutOfAttempts(ServiceError):
+    status, code = 500, "INTERNAL"
+
+    def __init__(self, deliveries: int) -> None:
+        super().__init__(f"no attempts left after {deliveries - 1} deliveries")

@@ -1,0 +1,71 @@
+"""What a process shares among its components: the NATS connection, and Redis and Postgres
+clients opened on first use (one Redis client, one asyncpg pool per process)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from workers.runtime.client import Client
+from workers.runtime.config import Settings
+from workers.runtime.events import EventPublisher
+
+if TYPE_CHECKING:
+    import asyncpg
+    import redis.asyncio
+
+
+class Resources:
+    def __init__(self, nc: NATS, settings: Settings) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.settings = settings
+        self.client = Client(nc)
+        self.events = EventPublisher(self.js)
+        self._redis: redis.asyncio.Redis | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    def redis(self) -> redis.asyncio.Redis:
+        """The process's Redis-protocol client. Fails fast (within `dependency_timeout`) when
+        the server is down, so callers answer 503 instead of hanging."""
+        if self._redis is None:
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            if not self.settings.redis_url:
+                raise RuntimeError("REDIS_URL is not set")
+            timeout = self.settings.dependency_timeout
+            self._redis = redis.asyncio.Redis.from_url(
+                self.settings.redis_url,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                retry=Retry(NoBackoff(), retries=1),
+                health_check_interval=30,
+            )
+        return self._redis
+
+    async def postgres(self) -> asyncpg.Pool:
+        """The process's asyncpg pool, created on first use."""
+        async with self._pool_lock:
+            if self._pool is None:
+                from workers.runtime.postgres import create_pool
+
+                if not self.settings.database_url:
+                    raise RuntimeError("DATABASE_URL is not set")
+                self._pool = await create_pool(
+                    self.settings.database_url, timeout=self.settings.dependency_timeout
+                )
+            return self._pool
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

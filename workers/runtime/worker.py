@@ -1,0 +1,181 @@
+"""A worker process: one NATS connection serving one or more components until SIGTERM.
+
+Start: connect, provision streams (create-if-missing), start each component's handlers,
+subscribe its endpoints, announce it over micro discovery, pull its jobs, flush — only then is
+it ready. Stop: leave discovery, stop taking requests and jobs, let in-flight work finish
+(bounded by `drain_timeout`), close what the components opened, drain the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+from contextlib import AsyncExitStack
+from importlib.metadata import PackageNotFoundError, version
+
+import nats
+from nats.aio.client import Client as NATS
+
+from subjects import service_name
+from subjects.streams import provision_streams
+from workers.runtime.component import Component
+from workers.runtime.config import Settings
+from workers.runtime.endpoints import Endpoint, RequestServer
+from workers.runtime.jobs import JobRunner
+from workers.runtime.logs import get_logger
+from workers.runtime.micro import MicroService
+from workers.runtime.resources import Resources
+from workers.runtime.telemetry import tracing_enabled
+
+log = get_logger()
+
+
+def package_version() -> str:
+    try:
+        return version("aifleet")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+async def connect(settings: Settings, *, name: str = "aifleet") -> NATS:
+    """A connection that reconnects forever: a restarted nats-server never needs a restart of
+    the worker."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error", error=str(exc)[:200])
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    return await nats.connect(
+        settings.nats_url,
+        name=name,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        connect_timeout=settings.dependency_timeout,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+async def settle(nc: NATS) -> None:
+    """Return once the server has processed every SUB sent so far.
+
+    nats-py's flush() writes its PING ahead of commands still in the client's buffer, so one
+    flush can return before the subscriptions reach the server; yielding first and flushing
+    twice closes that gap (a request right after start would otherwise get no responders).
+    """
+    await asyncio.sleep(0)
+    await nc.flush()
+    await nc.flush()
+
+
+def bind_handlers(component: Component, impl: object) -> list[Endpoint]:
+    """An endpoint per rpc; a missing or mis-shaped handler fails the start, not a request."""
+    endpoints = []
+    for op, rpc in component.rpcs.items():
+        handler = getattr(impl, op, None)
+        wanted = inspect.isasyncgenfunction if rpc.streaming else inspect.iscoroutinefunction
+        if handler is None or not wanted(handler):
+            kind = "an async generator" if rpc.streaming else "an async function"
+            raise TypeError(f"{component.name}: {type(impl).__name__}.{op} must be {kind}")
+        endpoints.append(Endpoint(rpc, handler))
+    return endpoints
+
+
+class Worker:
+    def __init__(
+        self, components: list[Component], settings: Settings, *, nc: NATS | None = None
+    ) -> None:
+        self.components = components
+        self.settings = settings
+        self._given_nc = nc
+        self._stack = AsyncExitStack()
+        self.servers: list[RequestServer] = []
+        self.micro: list[MicroService] = []
+        self.jobs: list[JobRunner] = []
+        self.nc: NATS | None = None
+        self.resources: Resources | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        nc = self._given_nc or await connect(
+            self.settings, name="aifleet:" + ",".join(c.name for c in self.components)
+        )
+        self.nc = nc
+        resources = self.resources = Resources(nc, self.settings)
+        await provision_streams(resources.js)
+        tracing = tracing_enabled()
+        for component in self.components:
+            impl = await self._stack.enter_async_context(component.start(resources))
+            endpoints = bind_handlers(component, impl)
+            server = RequestServer(
+                nc,
+                endpoints,
+                concurrency=self.settings.concurrency,
+                default_timeout=self.settings.request_timeout,
+                max_request_bytes=self.settings.max_request_bytes,
+                client=resources.client,
+                events=resources.events,
+                tracing=tracing,
+            )
+            await server.start()
+            self.servers.append(server)
+            micro = MicroService(
+                nc,
+                name=service_name(component.name),
+                version=package_version(),
+                description=component.description,
+                endpoints=endpoints,
+                metadata={"component": component.name, "proto": component.service.full_name},
+            )
+            await micro.start()
+            self.micro.append(micro)
+            if component.jobs:
+                runner = JobRunner(
+                    resources.js,
+                    component.name,
+                    [ep for ep in endpoints if ep.rpc.op in component.jobs],
+                    self.settings,
+                    client=resources.client,
+                    events=resources.events,
+                )
+                await runner.start()
+                self.jobs.append(runner)
+        await settle(nc)
+        self.ready.set()
+        log.info("worker ready", components=[c.name for c in self.components])
+
+    async def stop(self) -> None:
+        timeout = self.settings.drain_timeout
+        for micro in self.micro:
+            await micro.stop()
+        cut = 0
+        for server in self.servers:
+            cut += await server.stop(timeout)
+        for runner in self.jobs:
+            cut += await runner.stop(timeout)
+        await self._stack.aclose()
+        if self.resources is not None:
+            await self.resources.close()
+        if self.nc is not None and self._given_nc is None and not self.nc.is_closed:
+            await self.nc.drain()
+        log.info("worker stopped", cut_off=cut)
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
