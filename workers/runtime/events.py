@@ -12,7 +12,13 @@ from google.protobuf.message import Message
 from nats.js import JetStreamContext
 
 from schemas.codec import PROTOBUF
-from subjects import HEADER_CONTENT_TYPE, HEADER_MESSAGE_TYPE, HEADER_MSG_ID, event_subject
+from subjects import (
+    HEADER_CONTENT_TYPE,
+    HEADER_MESSAGE_TYPE,
+    HEADER_MSG_ID,
+    HEADER_TIMEOUT_MS,
+    event_subject,
+)
 from workers.runtime.telemetry import inject
 
 
@@ -33,7 +39,7 @@ class EventPublisher:
     ) -> int:
         """Store one event; returns its stream sequence. `msg_id` makes a retry idempotent."""
         out = dict(headers or {})
-        out.pop("Aifleet-Timeout-Ms", None)
+        out.pop(HEADER_TIMEOUT_MS, None)
         out[HEADER_CONTENT_TYPE] = PROTOBUF
         out[HEADER_MESSAGE_TYPE] = message.DESCRIPTOR.full_name
         out[HEADER_MSG_ID] = msg_id or uuid.uuid4().hex
