@@ -12,6 +12,10 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class ConfigurationError(RuntimeError):
+    """A setting a component needs is missing or unusable; the process cannot start."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIFLEET_", extra="ignore", frozen=True)
 
@@ -32,6 +36,7 @@ class Settings(BaseSettings):
     request_timeout: float = Field(30.0, gt=0, description="deadline when a request names none")
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     drain_timeout: float = Field(25.0, ge=0, description="SIGTERM: wait this long for in-flight")
+    nats_connect_timeout: float = Field(30.0, gt=0, description="first connection to NATS")
     dependency_timeout: float = Field(
         2.0, gt=0, description="connect/IO timeout to Redis, Postgres"
     )

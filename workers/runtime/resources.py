@@ -10,7 +10,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from workers.runtime.client import Client
-from workers.runtime.config import Settings
+from workers.runtime.config import ConfigurationError, Settings
 from workers.runtime.events import EventPublisher
 
 if TYPE_CHECKING:
@@ -38,7 +38,9 @@ class Resources:
             from redis.backoff import NoBackoff
 
             if not self.settings.redis_url:
-                raise RuntimeError("REDIS_URL is not set")
+                raise ConfigurationError(
+                    "REDIS_URL is not set; this component needs a Redis-protocol server"
+                )
             timeout = self.settings.dependency_timeout
             self._redis = redis.asyncio.Redis.from_url(
                 self.settings.redis_url,
@@ -56,7 +58,9 @@ class Resources:
                 from workers.runtime.postgres import create_pool
 
                 if not self.settings.database_url:
-                    raise RuntimeError("DATABASE_URL is not set")
+                    raise ConfigurationError(
+                        "DATABASE_URL is not set; this component needs PostgreSQL"
+                    )
                 self._pool = await create_pool(
                     self.settings.database_url, timeout=self.settings.dependency_timeout
                 )

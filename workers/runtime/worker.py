@@ -39,29 +39,43 @@ def package_version() -> str:
 
 
 async def connect(settings: Settings, *, name: str = "aifleet") -> NATS:
-    """A connection that reconnects forever: a restarted nats-server never needs a restart of
-    the worker."""
+    """A connection that reconnects forever once up: a restarted nats-server never needs a
+    restart of the worker. The first connection is given `nats_connect_timeout` seconds, so a
+    worker pointed at the wrong URL says so instead of waiting silently."""
+    state = {"quiet": False}
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats error", error=str(exc)[:200])
+        if not state["quiet"]:  # one line per outage, not one per reconnect attempt
+            log.warning("nats error", error=str(exc)[:200])
+            state["quiet"] = True
 
     async def on_disconnect() -> None:
         log.warning("nats disconnected")
 
     async def on_reconnect() -> None:
+        state["quiet"] = False
         log.info("nats reconnected")
 
-    return await nats.connect(
-        settings.nats_url,
-        name=name,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.25,
-        connect_timeout=settings.dependency_timeout,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-    )
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                settings.nats_url,
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                connect_timeout=settings.dependency_timeout,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            ),
+            timeout=settings.nats_connect_timeout,
+        )
+    except TimeoutError:
+        raise ConnectionError(
+            f"no NATS server answered at {settings.nats_url} "
+            f"within {settings.nats_connect_timeout:g}s"
+        ) from None
 
 
 async def settle(nc: NATS) -> None:
