@@ -14,7 +14,7 @@ import nats
 from google.protobuf import descriptor_pool, json_format, message_factory
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
 from rich.table import Table
 
@@ -246,13 +246,14 @@ async def replay_events(
     js = nc.jetstream()
     try:
         await provision_streams(js)
-        kwargs: dict[str, Any] = {"deliver_policy": DeliverPolicy.ALL}
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         if start is not None:
-            kwargs = {
-                "deliver_policy": DeliverPolicy.BY_START_TIME,
-                "opt_start_time": start.isoformat(),
-            }
-        sub = await js.subscribe(subject, stream=STREAM_EVENTS, ordered_consumer=True, **kwargs)
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start
+            )
+        sub = await js.subscribe(
+            subject, stream=STREAM_EVENTS, ordered_consumer=True, config=config
+        )
         info = await sub.consumer_info()
         if info.num_pending == 0 and not follow:
             return 0
