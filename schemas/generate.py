@@ -47,6 +47,17 @@ def generated_files(base: Path) -> list[Path]:
     return sorted(p.relative_to(base) for d in PROTO_DIRS for p in (base / d).glob("*_pb2.py*"))
 
 
+def stale_files(fresh_dir: Path) -> list[str]:
+    """Committed generated files that differ from, lack, or outlive a fresh generation."""
+    fresh = generated_files(fresh_dir)
+    stale = [
+        str(f)
+        for f in fresh
+        if not (ROOT / f).exists() or not filecmp.cmp(fresh_dir / f, ROOT / f, shallow=False)
+    ]
+    return stale + [str(f) for f in generated_files(ROOT) if f not in fresh]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if generated code is stale")
@@ -56,13 +67,7 @@ def main() -> None:
         generate(out)
         fresh = generated_files(out)
         if check:
-            stale = [str(f) for f in fresh if not (ROOT / f).exists()]
-            stale += [
-                str(f)
-                for f in fresh
-                if (ROOT / f).exists() and not filecmp.cmp(out / f, ROOT / f, shallow=False)
-            ]
-            stale += [str(f) for f in generated_files(ROOT) if f not in fresh]
+            stale = stale_files(out)
             if stale:
                 sys.exit("generated code is stale, run `make proto`: " + ", ".join(stale))
             print(f"generated code is fresh ({len(fresh)} files)")
