@@ -8,7 +8,10 @@ values: bytes as binary, 64-bit integers as integers.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -96,11 +99,68 @@ def _decode_json(cls: type[Message], body: bytes) -> Message:
     msg = cls()
     if not body.strip():
         return msg
+    if body.lstrip()[:1] != b"{" and cls.DESCRIPTOR.full_name not in _WELL_KNOWN:
+        # json_format walks any iterable as if it were an object: `[]` and `""` would pass.
+        raise BadRequest("JSON body must be an object of the request's fields")
     try:
-        json_format.Parse(body, msg, ignore_unknown_fields=False)
-    except (json_format.ParseError, UnicodeDecodeError, RecursionError) as exc:
+        if _has_bytes(cast(Descriptor, cls.DESCRIPTOR)):
+            data = json.loads(body)
+            _check_base64(cast(Descriptor, cls.DESCRIPTOR), data)
+            json_format.ParseDict(data, msg, ignore_unknown_fields=False)
+        else:
+            json_format.Parse(body, msg, ignore_unknown_fields=False)
+    except (json_format.ParseError, ValueError, RecursionError) as exc:
         raise BadRequest(f"invalid JSON body: {_first_line(exc)}") from exc
     return msg
+
+
+@functools.cache
+def _has_bytes(desc: Descriptor) -> bool:
+    """Whether a message (or one nested in it) has a bytes field: those need a strict check."""
+    return any(
+        f.type == FieldDescriptor.TYPE_BYTES
+        or (
+            f.message_type is not None
+            and f.message_type.full_name not in _WELL_KNOWN
+            and f.message_type is not desc
+            and _has_bytes(f.message_type)
+        )
+        for f in desc.fields
+    )
+
+
+def _check_base64(desc: Descriptor, data: Any) -> None:
+    """Reject malformed base64 in bytes fields; json_format would decode it leniently (`!!!`
+    becomes empty bytes), silently changing what the caller sent."""
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        field = desc.fields_by_name.get(key) or _by_json_name(desc).get(key)
+        if field is None or _is_map(field):
+            continue
+        values = value if field.is_repeated and isinstance(value, list) else [value]
+        if field.type == FieldDescriptor.TYPE_BYTES:
+            for item in values:
+                if isinstance(item, str) and not _is_base64(item):
+                    raise ValueError(f"field {key!r} is not valid base64")
+        elif field.message_type is not None and _has_bytes(field.message_type):
+            for item in values:
+                _check_base64(field.message_type, item)
+
+
+@functools.cache
+def _by_json_name(desc: Descriptor) -> dict[str, FieldDescriptor]:
+    return {f.json_name: f for f in desc.fields}
+
+
+def _is_base64(text: str) -> bool:
+    """Standard or URL-safe alphabet, padding optional (the proto3 JSON mapping accepts both)."""
+    normal = text.replace("-", "+").replace("_", "/")
+    try:
+        base64.b64decode(normal + "=" * (-len(normal) % 4), validate=True)
+    except binascii.Error:
+        return False
+    return True
 
 
 def _encode_json(msg: Message) -> bytes:
@@ -137,10 +197,23 @@ def _kwargs(desc: Descriptor, data: dict[Any, Any]) -> dict[str, Any]:
     if not converters:
         return data
     out = dict(data)
+    nulls = _null_values(desc)
     for name, convert in converters.items():
-        if name in out and out[name] is not None:
+        if name in out and (out[name] is not None or name in nulls):
             out[name] = convert(out[name])
     return out
+
+
+@functools.cache
+def _null_values(desc: Descriptor) -> frozenset[str]:
+    """Singular google.protobuf.Value fields: there nil is the JSON null, not an absent field."""
+    return frozenset(
+        f.name
+        for f in desc.fields
+        if not _is_repeated(f)
+        and f.message_type is not None
+        and f.message_type.full_name == "google.protobuf.Value"
+    )
 
 
 @functools.cache

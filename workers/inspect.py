@@ -255,7 +255,10 @@ async def replay_events(
             subject, stream=STREAM_EVENTS, ordered_consumer=True, config=config
         )
         info = await sub.consumer_info()
-        if info.num_pending == 0 and not follow:
+        # Nothing pending and nothing delivered yet: no event matches. (Delivered but still in
+        # flight to us counts as something: the loop below reads it.)
+        delivered = info.delivered.consumer_seq if info.delivered else 0
+        if info.num_pending == 0 and not delivered and not follow:
             return 0
         while True:
             try:

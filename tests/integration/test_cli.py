@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.conftest import NatsFactory
 from tests.support.fleet import running_worker
 from workers.cache.service import component as cache
 from workers.embedded import EmbeddedNats, EmbeddedValkey
@@ -82,10 +83,11 @@ async def test_call_rejects_an_unknown_operation(nats_server: EmbeddedNats) -> N
     assert "unknown operation" in err
 
 
-async def test_call_with_no_worker_says_unavailable(nats_server: EmbeddedNats) -> None:
+async def test_call_with_no_worker_says_unavailable(nats_factory: NatsFactory) -> None:
     """With nobody serving the operation the CLI reports 503 at once."""
+    empty = nats_factory()
     code, _, err = await aifleet(
-        nats_server.url, "call", "cache.stats", "{}", "--tenant", "nobody-home", "--timeout", "5"
+        empty.url, "call", "cache.stats", "{}", "--tenant", "nobody-home", "--timeout", "5"
     )
     assert code == 1
     assert "503" in err

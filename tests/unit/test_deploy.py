@@ -38,8 +38,29 @@ def default_drain_timeout() -> float:
     return value
 
 
+class TemplateLoader(yaml.SafeLoader):
+    """SafeLoader that also reads CloudFormation's short-form intrinsics (`!Ref`, `!If`...)."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Doc:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        assert isinstance(node, yaml.MappingNode)
+        value = loader.construct_mapping(node, deep=True)
+    return {f"Fn::{suffix}" if suffix != "Ref" else "Ref": value}
+
+
+TemplateLoader.add_multi_constructor("!", _intrinsic)
+
+
 def yaml_docs(path: Path) -> list[Doc]:
-    docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    docs = [
+        doc for doc in yaml.load_all(path.read_text(), Loader=TemplateLoader) if doc is not None
+    ]
     for doc in docs:
         assert isinstance(doc, dict), f"{path}: a document is not a mapping"
     return docs
