@@ -17,7 +17,8 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from schemas.codec import JSON_CODEC, Codec, codec_for
 from schemas.errors import Internal, PayloadTooLarge, ServiceError
@@ -39,7 +40,13 @@ from workers.runtime.context import Context
 from workers.runtime.events import EventPublisher
 from workers.runtime.failures import as_service_error
 from workers.runtime.logs import get_logger
-from workers.runtime.telemetry import Labels, extract, request_duration, requests_total, tracer
+from workers.runtime.telemetry import (
+    Labels,
+    extract,
+    provider_tracer,
+    request_duration,
+    requests_total,
+)
 
 Handler = Callable[[Context, Any], Any]
 MAX_TIMEOUT = 600.0
@@ -55,6 +62,14 @@ class Endpoint:
         self.queue_group = queue_group(rpc.component)
         self.template = template("req", rpc.component, rpc.op)
         self.labels = Labels(rpc.component, rpc.op, "req")
+        # The server span's attributes that do not depend on the request, built once.
+        self.span_attributes: dict[str, str] = {
+            "messaging.system": "nats",
+            "messaging.destination.template": self.template,
+            "rpc.system": "aifleet",
+            "rpc.service": rpc.method.containing_service.full_name,
+            "rpc.method": rpc.method.name,
+        }
         self.num_requests = 0
         self.num_errors = 0
         self.processing_time = 0  # ns, summed over requests
@@ -88,6 +103,7 @@ class RequestServer:
         self._client = client
         self._events = events
         self._tracing = tracing
+        self._tracer = provider_tracer() if tracing else None
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._log = get_logger()
@@ -133,6 +149,7 @@ class RequestServer:
         codec = JSON_CODEC
         timeout = self._default_timeout
         outcome = "ok"
+        sent = Sent()
         try:
             codec = codec_for(headers.get(HEADER_CONTENT_TYPE))
             tenant = check_tenant(msg.subject.split(".", 3)[2])
@@ -152,9 +169,9 @@ class RequestServer:
                 events=self._events,
             )
             if self._tracing:
-                await self._traced(ep, ctx, request, msg, codec, timeout)
+                await self._traced(ep, ctx, request, msg, codec, timeout, sent)
             else:
-                await self._execute(ep, ctx, request, msg, codec, timeout)
+                await self._execute(ep, ctx, request, msg, codec, timeout, sent)
         except Exception as exc:
             deadline_passed = (time.perf_counter_ns() - started) / 1e9 >= timeout
             error, is_bug = as_service_error(exc, deadline_passed=deadline_passed)
@@ -163,7 +180,8 @@ class RequestServer:
             ep.last_error = f"{error.status}:{error.message}"
             if is_bug:
                 self._log.error("handler failed", subject=ep.template, exc_info=exc)
-            await self._reply_error(msg, codec, error, stream=ep.rpc.streaming)
+            stream_seq = sent.count + 1 if ep.rpc.streaming else None
+            await self._reply_error(msg, codec, error, stream_seq=stream_seq)
         finally:
             elapsed = time.perf_counter_ns() - started
             ep.num_requests += 1
@@ -173,39 +191,55 @@ class RequestServer:
             request_duration.record(elapsed / 1e9, labels)
 
     async def _traced(
-        self, ep: Endpoint, ctx: Context, request: Message, msg: Msg, codec: Codec, timeout: float
+        self,
+        ep: Endpoint,
+        ctx: Context,
+        request: Message,
+        msg: Msg,
+        codec: Codec,
+        timeout: float,
+        sent: Sent,
     ) -> None:
-        with tracer.start_as_current_span(
+        # What `tracer.start_as_current_span(...)` does (current while the handler runs, ended on
+        # the way out, exceptions neither recorded nor turned into a status by the SDK), spelled
+        # out: with the proxy tracer's and the SDK's generator context managers it cost ~5 µs
+        # more a request (a quarter of the span's own cost; benchmarks/README.md).
+        assert self._tracer is not None
+        span = self._tracer.start_span(
             ep.template,
             context=extract(ctx.headers),
             kind=SpanKind.SERVER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.destination.template": ep.template,
-                "rpc.system": "aifleet",
-                "rpc.service": ep.rpc.method.containing_service.full_name,
-                "rpc.method": ep.rpc.method.name,
-                "aifleet.tenant": ctx.tenant,
-            },
+            attributes={**ep.span_attributes, "aifleet.tenant": ctx.tenant},
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            try:
-                await self._execute(ep, ctx, request, msg, codec, timeout)
-            except Exception as exc:
-                error, _ = as_service_error(exc, deadline_passed=ctx.remaining() <= 0)
-                span.set_attribute("aifleet.error.code", error.code)
-                span.set_attribute("rpc.response.status_code", error.status)
-                if error.status >= 500:
-                    span.set_status(Status(StatusCode.ERROR, error.code))
-                raise
+        )
+        token = otel_context.attach(set_span_in_context(span))
+        try:
+            await self._execute(ep, ctx, request, msg, codec, timeout, sent)
+        except Exception as exc:
+            error, _ = as_service_error(exc, deadline_passed=ctx.remaining() <= 0)
+            span.set_attribute("aifleet.error.code", error.code)
+            span.set_attribute("rpc.response.status_code", error.status)
+            if error.status >= 500:
+                span.set_status(Status(StatusCode.ERROR, error.code))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     async def _execute(
-        self, ep: Endpoint, ctx: Context, request: Message, msg: Msg, codec: Codec, timeout: float
+        self,
+        ep: Endpoint,
+        ctx: Context,
+        request: Message,
+        msg: Msg,
+        codec: Codec,
+        timeout: float,
+        sent: Sent,
     ) -> None:
         async with asyncio.timeout(timeout):
             if ep.rpc.streaming:
-                await self._stream(ep, ep.handler(ctx, request), msg, codec)
+                await self._stream(ep, ep.handler(ctx, request), msg, codec, sent)
                 return
             response = await ep.handler(ctx, request)
         if not isinstance(response, ep.rpc.response):
@@ -214,53 +248,71 @@ class RequestServer:
             await self.nc.publish(msg.reply, codec.encode(response))
 
     async def _stream(
-        self, ep: Endpoint, items: AsyncIterator[Message], msg: Msg, codec: Codec
+        self, ep: Endpoint, items: AsyncIterator[Message], msg: Msg, codec: Codec, sent: Sent
     ) -> None:
-        seq = 0
         async for item in items:
             if not isinstance(item, ep.rpc.response):
                 raise Internal(f"stream yielded {type(item).__name__}")
-            seq += 1
             if msg.reply:
                 await self.nc.publish(
                     msg.reply,
                     codec.encode(item),
-                    headers={HEADER_CONTENT_TYPE: codec.content_type, HEADER_STREAM_SEQ: str(seq)},
+                    headers={
+                        HEADER_CONTENT_TYPE: codec.content_type,
+                        HEADER_STREAM_SEQ: str(sent.count + 1),
+                    },
                 )
+            sent.count += 1
         if msg.reply:
             await self.nc.publish(
                 msg.reply,
                 b"",
                 headers={
                     HEADER_CONTENT_TYPE: codec.content_type,
-                    HEADER_STREAM_SEQ: str(seq + 1),
+                    HEADER_STREAM_SEQ: str(sent.count + 1),
                     HEADER_STREAM_END: "1",
                 },
             )
 
     async def _reply_error(
-        self, msg: Msg, codec: Codec, error: ServiceError, *, stream: bool
+        self, msg: Msg, codec: Codec, error: ServiceError, *, stream_seq: int | None
     ) -> None:
         if not msg.reply:
             return
-        await publish_error(self.nc, msg.reply, codec, error, stream=stream)
+        await publish_error(self.nc, msg.reply, codec, error, stream_seq=stream_seq)
+
+
+class Sent:
+    """How many stream messages a request has been sent, so its last one is numbered on."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
 async def publish_error(
-    nc: NATS, reply: str, codec: Codec, error: ServiceError, *, stream: bool = False
+    nc: NATS, reply: str, codec: Codec, error: ServiceError, *, stream_seq: int | None = None
 ) -> None:
-    """An error reply in the micro protocol's headers and the fleet's `Error` body."""
+    """An error reply in the micro protocol's headers and the fleet's `Error` body; in a stream
+    it is the last message (numbered, with the end marker)."""
     headers = {
         HEADER_ERROR_CODE: str(error.status),
-        HEADER_ERROR: " ".join(error.message.split())[:200],
+        HEADER_ERROR: _header_text(error.message),
         HEADER_CONTENT_TYPE: codec.content_type,
     }
-    if stream:
+    if stream_seq is not None:
+        headers[HEADER_STREAM_SEQ] = str(stream_seq)
         headers[HEADER_STREAM_END] = "1"
     try:
         await nc.publish(reply, codec.encode(error.to_proto()), headers=headers)
     except Exception as exc:  # the connection is gone: nothing more can be said to the caller
         get_logger().warning("error reply not sent", reply_error=type(exc).__name__)
+
+
+def _header_text(text: str) -> str:
+    """Header-safe text: one line, printable characters only (messages may echo input)."""
+    return "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))[:200]
 
 
 def _timeout(headers: dict[str, str], default: float) -> float:

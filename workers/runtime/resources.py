@@ -46,7 +46,11 @@ class Resources:
                 self.settings.redis_url,
                 socket_connect_timeout=timeout,
                 socket_timeout=timeout,
-                retry=Retry(NoBackoff(), retries=1),
+                # One retry for a broken connection (a restarted server leaves dead sockets in
+                # the pool), none for a timeout: a hung server costs one dependency_timeout.
+                retry=Retry(
+                    NoBackoff(), retries=1, supported_errors=(redis.exceptions.ConnectionError,)
+                ),
                 health_check_interval=30,
             )
         return self._redis
