@@ -17,6 +17,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 from nats.js.errors import FetchTimeoutError
 
 from schemas.codec import codec_for
@@ -69,10 +70,12 @@ class JobRunner:
         self._room = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._psub: JetStreamContext.PullSubscription | None = None
         self._log = get_logger(component=component)
         # One delivery more than our attempts: if a worker dies during the last attempt, the
         # server still hands the job over once more, and it goes to the dead letters then.
         self._attempts = settings.job_max_deliver
+        self._ack_wait = settings.job_ack_wait
 
     async def start(self) -> None:
         config = job_consumer_config(
@@ -82,10 +85,32 @@ class JobRunner:
             max_ack_pending=max(self._limit, 1),
         )
         await ensure_job_consumer(self.js, config)
-        psub = await self.js.pull_subscribe_bind(
+        info = await self.js.consumer_info(STREAM_JOBS, job_consumer(self.component))
+        self._follow(info.config)
+        psub = self._psub = await self.js.pull_subscribe_bind(
             durable=job_consumer(self.component), stream=STREAM_JOBS
         )
         self._loop_task = asyncio.create_task(self._pull(psub))
+
+    def _follow(self, actual: ConsumerConfig) -> None:
+        """Settle by the limits the server enforces when an existing consumer predates a change
+        of settings: a job must go to the dead letters by the server's last delivery (else it
+        stays in AI_JOBS, never delivered again), and the keepalive must beat its ack_wait."""
+        attempts, ack_wait = self._settings.job_max_deliver, self._settings.job_ack_wait
+        if actual.max_deliver is not None and actual.max_deliver > 0:
+            attempts = max(1, min(attempts, actual.max_deliver - 1))
+        if actual.ack_wait:
+            ack_wait = min(ack_wait, actual.ack_wait)
+        if (attempts, ack_wait) != (self._attempts, self._ack_wait):
+            self._log.warning(
+                "job consumer differs from settings; following the consumer",
+                consumer=job_consumer(self.component),
+                max_deliver=actual.max_deliver,
+                ack_wait=actual.ack_wait,
+                job_max_deliver=self._settings.job_max_deliver,
+                job_ack_wait=self._settings.job_ack_wait,
+            )
+        self._attempts, self._ack_wait = attempts, ack_wait
 
     async def stop(self, timeout: float) -> int:
         """Stop fetching and let running jobs settle; an unsettled job is simply redelivered."""
@@ -94,6 +119,13 @@ class JobRunner:
         if self._loop_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        if self._psub is not None:
+            # Unsubscribe rather than leave it to the connection's drain: nats-py's fetch takes
+            # messages off the queue without task_done(), so draining this subscription waits
+            # for the whole drain timeout (30 s) instead of returning.
+            with contextlib.suppress(Exception):
+                await self._psub.unsubscribe()
+            self._psub = None
         if not self._inflight:
             return 0
         _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
@@ -216,7 +248,7 @@ class JobRunner:
         await self.js.publish(subject, msg.data, headers=headers, timeout=5.0)
 
     async def _keep_alive(self, msg: Msg) -> None:
-        interval = max(self._settings.job_ack_wait / 3, 0.1)
+        interval = max(self._ack_wait / 3, 0.1)
         with contextlib.suppress(Exception):
             while True:
                 await asyncio.sleep(interval)

@@ -1,0 +1,95 @@
+"""Test helpers for the prompt component: what its tables hold, what it published."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from subjects import STREAM_EVENTS, event_subject
+from workers.prompt.service import MIGRATIONS
+from workers.prompt.store import SCHEMA
+from workers.runtime.postgres import migrate
+
+TABLES = ("names", "versions", "labels", "outbox")
+
+
+class PromptDb:
+    """Direct reads of the prompt schema, as a test checks what the worker really wrote."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, dsn: str) -> AsyncIterator[PromptDb]:
+        pool: Any = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        try:
+            await migrate(pool, SCHEMA, MIGRATIONS)
+            yield cls(pool)
+        finally:
+            await pool.close()
+
+    async def row_counts(self, tenant: str) -> dict[str, int]:
+        """Rows of each table that belong to `tenant`."""
+        counts = {}
+        for table in TABLES:
+            counts[table] = await self.pool.fetchval(
+                f"SELECT count(*) FROM prompt.{table} WHERE tenant = $1",  # noqa: S608
+                tenant,
+            )
+        return counts
+
+    async def rows_naming(self, text: str) -> int:
+        """Rows of any table whose tenant or name contains `text` (for invalid tenants)."""
+        total = 0
+        for table in TABLES:
+            column = "tenant" if table == "outbox" else "tenant || ' ' || name"
+            total += await self.pool.fetchval(
+                f"SELECT count(*) FROM prompt.{table} WHERE strpos({column}, $1) > 0",  # noqa: S608
+                text,
+            )
+        return total
+
+    async def versions(self, tenant: str, name: str) -> list[int]:
+        rows = await self.pool.fetch(
+            "SELECT version FROM prompt.versions WHERE tenant = $1 AND name = $2 ORDER BY version",
+            tenant,
+            name,
+        )
+        return [r["version"] for r in rows]
+
+    async def labels(self, tenant: str, name: str) -> dict[str, int]:
+        rows = await self.pool.fetch(
+            "SELECT label, version FROM prompt.labels WHERE tenant = $1 AND name = $2",
+            tenant,
+            name,
+        )
+        return {r["label"]: r["version"] for r in rows}
+
+
+async def read_events(nc: NATS, tenant: str, event: str) -> list[Msg]:
+    """Every `evt.prompt.<event>` of the tenant stored in AI_EVENTS, oldest first."""
+    js = nc.jetstream()
+    subject = event_subject(tenant, "prompt", event)
+    info = await js.stream_info(STREAM_EVENTS, subjects_filter=subject)
+    count = (info.state.subjects or {}).get(subject, 0)
+    if not count:
+        return []
+    sub = await js.subscribe(subject, ordered_consumer=True)
+    try:
+        return [await sub.next_msg(timeout=2.0) for _ in range(count)]
+    finally:
+        await sub.unsubscribe()
+
+
+async def event_count(nc: NATS, tenant: str) -> int:
+    """Events of any kind the prompt component stored for the tenant."""
+    js = nc.jetstream()
+    subject = event_subject(tenant, "prompt", "*")
+    info = await js.stream_info(STREAM_EVENTS, subjects_filter=subject)
+    return sum((info.state.subjects or {}).values())
