@@ -42,6 +42,7 @@ HEADER_DLQ_SUBJECT = "Aifleet-Dlq-Subject"
 HEADER_DLQ_SEQUENCE = "Aifleet-Dlq-Stream-Seq"
 HEADER_DLQ_DELIVERIES = "Aifleet-Dlq-Deliveries"
 HEADER_DLQ_ERROR = "Aifleet-Dlq-Error"
+HEADER_DLQ_MSG_ID = "Aifleet-Dlq-Msg-Id"
 
 
 class Subject(NamedTuple):

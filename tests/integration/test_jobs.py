@@ -23,6 +23,7 @@ from schemas.codec import JSON_CODEC, PROTOBUF_CODEC
 from subjects import (
     HEADER_DLQ_DELIVERIES,
     HEADER_DLQ_ERROR,
+    HEADER_DLQ_MSG_ID,
     HEADER_DLQ_SEQUENCE,
     HEADER_DLQ_SUBJECT,
     STREAM_DLQ,
@@ -120,6 +121,7 @@ async def test_poison_job_is_dead_lettered_after_one_attempt_with_the_reason(
     assert headers[HEADER_DLQ_SEQUENCE] == str(ack.seq)
     assert headers[HEADER_DLQ_DELIVERIES] == "1"
     assert headers[HEADER_DLQ_ERROR].startswith("400 INVALID_ARGUMENT: poison job")
+    assert headers[HEADER_DLQ_MSG_ID] == "poison-1"
     assert len(await db.attempts(tenant, "poison")) == 1
     assert await db.effects(tenant) == {}
     assert (

@@ -50,6 +50,7 @@ from workers.runtime.telemetry import (
 
 Handler = Callable[[Context, Any], Any]
 MAX_TIMEOUT = 600.0
+DEADLINE_MARGIN = 0.05  # seconds
 
 
 class Endpoint:
@@ -323,4 +324,6 @@ def _timeout(headers: dict[str, str], default: float) -> float:
         ms = int(raw)
     except ValueError:
         return default
-    return min(max(ms, 1) / 1000, MAX_TIMEOUT)
+    # Stop a little before the caller does, so that our 504 reaches it before its own timeout.
+    seconds = min(max(ms, 1) / 1000, MAX_TIMEOUT)
+    return max(seconds - DEADLINE_MARGIN, seconds * 0.9)

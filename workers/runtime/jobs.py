@@ -26,6 +26,7 @@ from subjects import (
     HEADER_CONTENT_TYPE,
     HEADER_DLQ_DELIVERIES,
     HEADER_DLQ_ERROR,
+    HEADER_DLQ_MSG_ID,
     HEADER_DLQ_SEQUENCE,
     HEADER_DLQ_SUBJECT,
     HEADER_MSG_ID,
@@ -43,6 +44,8 @@ from workers.runtime.events import EventPublisher
 from workers.runtime.failures import as_service_error
 from workers.runtime.logs import get_logger
 from workers.runtime.telemetry import Labels, request_duration, requests_total
+
+MAX_ACK_PENDING = 10_000
 
 
 class JobRunner:
@@ -82,7 +85,9 @@ class JobRunner:
             self.component,
             max_deliver=self._attempts + 1,
             ack_wait=self._settings.job_ack_wait,
-            max_ack_pending=max(self._limit, 1),
+            # Each replica bounds its own in-flight jobs by fetching only into free slots; the
+            # consumer-wide bound only stops a runaway, so it must not cap added replicas.
+            max_ack_pending=MAX_ACK_PENDING,
         )
         await ensure_job_consumer(self.js, config)
         info = await self.js.consumer_info(STREAM_JOBS, job_consumer(self.component))
@@ -240,6 +245,8 @@ class JobRunner:
                 HEADER_DLQ_SEQUENCE: str(sequence),
                 HEADER_DLQ_DELIVERIES: str(msg.metadata.num_delivered),
                 HEADER_DLQ_ERROR: f"{error.status} {error.code}: {error.message}"[:500],
+                # The original id stays readable: replaying a dead letter keeps its idempotency key.
+                HEADER_DLQ_MSG_ID: (msg.headers or {}).get(HEADER_MSG_ID, ""),
                 HEADER_MSG_ID: f"dlq:{STREAM_JOBS}:{sequence}",
             }
         )
