@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from workers.runtime.config import Settings
+from workers.runtime.config import ConfigurationError, Settings
 from workers.runtime.logs import configure as configure_logging
 
 T = TypeVar("T")
@@ -50,14 +50,68 @@ def up(
     ),
     nats_port: Annotated[int, typer.Option(help="embedded nats-server client port")] = 4222,
     redis_port: Annotated[int, typer.Option(help="embedded Valkey port")] = 6399,
+    bridge_port: Annotated[
+        int, typer.Option(help="HTTP bridge port on 127.0.0.1 (dev mode, auth off); 0: none")
+    ] = 8080,
 ) -> None:
     """Start the whole fleet on this machine: embedded servers (unless NATS_URL, DATABASE_URL or
-    REDIS_URL name real ones) and every component, until Ctrl-C."""
+    REDIS_URL name real ones), every component and the HTTP bridge, until Ctrl-C."""
     from workers.fleet import run_fleet
+    from workers.runtime.telemetry import configure as configure_telemetry
 
     base = settings()
     configure_logging(base.log_level, "console" if sys.stderr.isatty() else base.log_format)
-    run(run_fleet(base, data.resolve(), nats_port=nats_port, redis_port=redis_port, console=err))
+    shutdown = configure_telemetry("aifleet", base.otel_endpoint)
+    try:
+        run(
+            run_fleet(
+                base,
+                data.resolve(),
+                nats_port=nats_port,
+                redis_port=redis_port,
+                bridge_port=bridge_port,
+                console=err,
+            )
+        )
+    finally:
+        shutdown()
+
+
+@app.command("bridge")
+def bridge_command(
+    host: Annotated[
+        str | None, typer.Option(help="address to bind [default: AIFLEET_BRIDGE_HOST, 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to bind [default: AIFLEET_BRIDGE_PORT, 8080]")
+    ] = None,
+) -> None:
+    """Serve the HTTP bridge (REST to NATS, routes from the .proto files) until Ctrl-C.
+
+    Configured by AIFLEET_BRIDGE_* (auth, keys, limits) and NATS_URL; see bridge/README.md."""
+    from bridge.config import BridgeSettings, ConfigError
+    from bridge.server import run_bridge
+    from workers.runtime.telemetry import configure as configure_telemetry
+
+    base = settings()
+    configure_logging(base.log_level, base.log_format)
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    try:
+        bridge_settings = BridgeSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err.print("[red]invalid bridge configuration:[/red]")
+        for e in exc.errors():
+            name = "AIFLEET_BRIDGE_" + ".".join(str(p) for p in e["loc"]).upper()
+            err.print(f"  {name if e['loc'] else 'AIFLEET_BRIDGE_*'}: {e['msg']}")
+        raise typer.Exit(2) from None
+    shutdown = configure_telemetry("aifleet-bridge", base.otel_endpoint)
+    try:
+        run(run_bridge(bridge_settings, err.print))
+    except (ConfigError, OSError) as exc:
+        err.print(f"[red]cannot start the bridge:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        shutdown()
 
 
 @app.command()
@@ -79,6 +133,12 @@ def worker(
     shutdown = configure_telemetry("aifleet-" + "-".join(components), s.otel_endpoint)
     try:
         run(Worker(loaded, s).run())
+    except ConfigurationError as exc:
+        err.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except ConnectionError as exc:  # NATS unreachable at start
+        err.print(f"[red]cannot start:[/red] {exc}")
+        raise typer.Exit(3) from None
     finally:
         shutdown()
 

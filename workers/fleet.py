@@ -27,11 +27,19 @@ def _given(*names: str) -> bool:
 
 
 async def run_fleet(
-    settings: Settings, data: Path, *, nats_port: int, redis_port: int, console: Console
+    settings: Settings,
+    data: Path,
+    *,
+    nats_port: int,
+    redis_port: int,
+    console: Console,
+    bridge_port: int = 8080,
 ) -> None:
     from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 
     began = time.monotonic()
+    bridge = _bind_bridge(bridge_port, console) if bridge_port else None
+    bridge_task: asyncio.Task[None] | None = None
     embedded: dict[str, Any] = {}
     if not _given("NATS_URL", "AIFLEET_NATS_URL"):
         config = Path("nats-server.conf")
@@ -42,10 +50,17 @@ async def run_fleet(
         embedded["database_url"] = EmbeddedPostgres(data / "postgres")
     if not _given("REDIS_URL", "AIFLEET_REDIS_URL"):
         embedded["redis_url"] = EmbeddedValkey(data / "valkey", port=redis_port)
-    started: list[Any] = []
+    # Every server is stopped on the way out, also when another one failed to start (stop() is
+    # a no-op for a server that is not running); all starts finish before that, none is orphaned.
+    started: list[Any] = list(embedded.values())
     try:
-        urls = await asyncio.gather(*(asyncio.to_thread(s.start) for s in embedded.values()))
-        started = list(embedded.values())
+        results = await asyncio.gather(
+            *(asyncio.to_thread(s.start) for s in started), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+        urls = [str(r) for r in results]
         settings = settings.model_copy(update=dict(zip(embedded, urls, strict=True)))
         components = [load(name) for name in available()]
         worker = Worker(components, settings)
@@ -53,13 +68,53 @@ async def run_fleet(
         ready = asyncio.create_task(worker.ready.wait())
         await asyncio.wait({run, ready}, return_when=asyncio.FIRST_COMPLETED)
         if ready.done() and not run.done():
+            if bridge is not None:
+                bridge_task = asyncio.create_task(
+                    bridge.run(settings.nats_url, [c.name for c in components])
+                )
             _announce(
                 console, settings, embedded, [c.name for c in components], time.monotonic() - began
             )
+            if bridge is not None:
+                _announce_bridge(console, bridge.url)
         await run
     finally:
+        if bridge is not None:
+            bridge.stop()
+            if bridge_task is not None:
+                await bridge_task
         for server in reversed(started):
             await asyncio.to_thread(server.stop)
+
+
+def _bind_bridge(port: int, console: Console) -> Any:
+    """The HTTP bridge's socket on 127.0.0.1, bound before anything starts (a taken port stops
+    `up` at once); None when the `bridge` extra is not installed."""
+    try:
+        from bridge.config import BridgeSettings
+        from bridge.server import Embedded
+    except ImportError:
+        console.print("[yellow]HTTP bridge not started: install aifleet[bridge][/yellow]")
+        return None
+    try:
+        return Embedded(BridgeSettings(host="127.0.0.1", port=port, auth="off"))
+    except OSError as exc:
+        console.print(
+            f"[red]cannot start the HTTP bridge:[/red] {exc} (--bridge-port N moves it, 0 skips it)"
+        )
+        raise SystemExit(2) from None
+
+
+def _announce_bridge(console: Console, url: str) -> None:
+    console.print(
+        f"HTTP bridge on {url} (docs: {url}/docs)\n"
+        "[bold red]dev mode: authentication is off; any local caller picks its tenant with "
+        "X-Tenant-ID[/bold red]\n"
+        f"try:  curl -X PUT {url}/api/v1/cache/keys/k -H 'X-Tenant-ID: acme' "
+        "-H 'Content-Type: application/json' -d '{\"value\":{\"a\":1}}'\n"
+        f"      curl {url}/api/v1/cache/keys/k -H 'X-Tenant-ID: acme'",
+        soft_wrap=True,
+    )
 
 
 def _announce(

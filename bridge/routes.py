@@ -1,0 +1,257 @@
+"""REST routes derived from the `google.api.http` annotations of every registered service.
+
+Each annotated rpc becomes one `Binding` (plus one per `additional_bindings` entry): the HTTP
+method, the path template compiled to a matcher over the raw (still percent-encoded) path, so a
+`{key}` segment may hold an encoded `/`, and the body rule (applied by bridge/mapping.py). An
+rpc without an annotation has no route.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import quote, unquote
+
+from google.api import annotations_pb2, http_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
+from starlette.routing import BaseRoute, Match
+from starlette.types import Receive, Scope, Send
+
+from bridge.errors import MethodNotAllowed, error_response
+from schemas.registry import Rpc, rpcs_of
+
+_METHODS = ("get", "put", "post", "delete", "patch")
+_SCALAR_WELL_KNOWN = frozenset(
+    {
+        "google.protobuf.Timestamp",
+        "google.protobuf.Duration",
+        "google.protobuf.FieldMask",
+        *(
+            f"google.protobuf.{w}Value"
+            for w in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String")
+        ),
+    }
+)
+MAX_QUERY_DEPTH = 3
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One HTTP route of one rpc."""
+
+    rpc: Rpc
+    method: str  # upper case
+    template: str  # as annotated, e.g. /api/v1/cache/keys/{key}
+    openapi_path: str  # /api/v1/cache/keys/{key}
+    pattern: re.Pattern[str]
+    variables: tuple[str, ...]  # field paths, in group order
+    body: str  # "" (no body), "*" (whole message) or a top-level field name
+    response_body: str
+
+    @property
+    def request(self) -> Descriptor:
+        return descriptor(self.rpc.request)
+
+    @property
+    def takes_body(self) -> bool:
+        return self.body != ""
+
+    def query_fields(self) -> dict[str, tuple[FieldDescriptor, ...]]:
+        """Field paths a query parameter may set: what neither the path nor the body binds."""
+        if self.body == "*":
+            return {}
+        bound = {v.split(".")[0] for v in self.variables} | ({self.body} if self.body else set())
+        desc = self.request
+        return {
+            name: path for name, path in _scalar_paths(desc, (), 0) if path[0].name not in bound
+        }
+
+
+def descriptor(cls: type[Message]) -> Descriptor:
+    return cast(Descriptor, cls.DESCRIPTOR)
+
+
+def _scalar_paths(
+    desc: Descriptor, prefix: tuple[FieldDescriptor, ...], depth: int
+) -> Iterator[tuple[str, tuple[FieldDescriptor, ...]]]:
+    for field in desc.fields:
+        path = (*prefix, field)
+        sub = field.message_type
+        if sub is None or sub.full_name in _SCALAR_WELL_KNOWN:
+            if not (field.is_repeated and sub is not None):
+                yield ".".join(f.name for f in path), path
+        elif not field.is_repeated and depth + 1 < MAX_QUERY_DEPTH and not _is_map(field):
+            yield from _scalar_paths(sub, path, depth + 1)
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    sub = field.message_type
+    return bool(field.is_repeated and sub is not None and sub.GetOptions().map_entry)
+
+
+# -- annotations ------------------------------------------------------------------------------
+
+
+def bindings(services: Iterable[ServiceDescriptor]) -> list[Binding]:
+    """Every route of every service; a malformed annotation fails here, at start."""
+    out: list[Binding] = []
+    for service in services:
+        for rpc in rpcs_of(service).values():
+            options = rpc.method.GetOptions()
+            if not options.HasExtension(annotations_pb2.http):
+                continue
+            rule = options.Extensions[annotations_pb2.http]
+            for one in (rule, *rule.additional_bindings):
+                out.append(_binding(rpc, one))
+    seen: dict[tuple[str, str], str] = {}
+    for b in out:
+        where = f"{b.rpc.component}.{b.rpc.op}"
+        other = seen.setdefault((b.method, b.openapi_path), where)
+        if other != where:
+            raise ValueError(f"{b.method} {b.template}: declared by both {other} and {where}")
+    return out
+
+
+def _binding(rpc: Rpc, rule: http_pb2.HttpRule) -> Binding:
+    kind = rule.WhichOneof("pattern")
+    if kind in _METHODS:
+        method, template = kind.upper(), getattr(rule, kind)
+    elif kind == "custom":
+        method, template = rule.custom.kind.upper(), rule.custom.path
+    else:
+        raise ValueError(f"{rpc.component}.{rpc.op}: http rule without a pattern")
+    pattern, variables, openapi_path = compile_template(template)
+    desc = descriptor(rpc.request)
+    for var in variables:
+        leaf = resolve(desc, var.split("."))[-1]
+        if leaf.is_repeated or (leaf.message_type is not None):
+            raise ValueError(f"{template}: path variable {var} must be a singular scalar field")
+    if rule.body not in ("", "*") and rule.body not in desc.fields_by_name:
+        raise ValueError(f"{template}: body field {rule.body!r} is not in {desc.full_name}")
+    return Binding(
+        rpc=rpc,
+        method=method,
+        template=template,
+        openapi_path=openapi_path,
+        pattern=pattern,
+        variables=tuple(variables),
+        body=rule.body,
+        response_body=rule.response_body,
+    )
+
+
+def resolve(desc: Descriptor, names: list[str]) -> tuple[FieldDescriptor, ...]:
+    """Field descriptors along a dotted path (proto or JSON names); ValueError if none."""
+    path: list[FieldDescriptor] = []
+    current: Descriptor | None = desc
+    for name in names:
+        if current is None:
+            raise ValueError(f"{'.'.join(names)}: {path[-1].name} is not a message")
+        field = current.fields_by_name.get(name) or _by_json_name(current, name)
+        if field is None:
+            raise ValueError(f"{'.'.join(names)}: no field {name!r} in {current.full_name}")
+        path.append(field)
+        current = field.message_type
+    return tuple(path)
+
+
+def _by_json_name(desc: Descriptor, name: str) -> FieldDescriptor | None:
+    return next((f for f in desc.fields if f.json_name == name), None)
+
+
+_TOKEN = re.compile(r"\{[^}]*\}|[^/]+")
+
+
+def compile_template(template: str) -> tuple[re.Pattern[str], list[str], str]:
+    """`/v1/{name=shelves/*}/books:list` -> (regex over the raw path, variables, OpenAPI path)."""
+    if not template.startswith("/"):
+        raise ValueError(f"path template {template!r} must start with '/'")
+    body, verb = template, ""
+    colon = template.find(":", max(template.rfind("/"), template.rfind("}")) + 1)
+    if colon != -1:
+        body, verb = template[:colon], template[colon:]
+    regex: list[str] = []
+    variables: list[str] = []
+    openapi: list[str] = []
+    for token in _TOKEN.findall(body):
+        if token.startswith("{"):
+            name, _, sub = token[1:-1].partition("=")
+            if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", name):
+                raise ValueError(f"{template}: bad variable {token}")
+            group = f"v{len(variables)}"
+            regex.append(f"(?P<{group}>{_segments(sub or '*', template)})")
+            variables.append(name)
+            openapi.append("{" + name + "}")
+        else:
+            regex.append(_segments(token, template))
+            openapi.append(token)
+    regex_text = "/" + "/".join(regex) + re.escape(verb)
+    return re.compile(regex_text + r"\Z"), variables, "/" + "/".join(openapi) + verb
+
+
+def _segments(spec: str, template: str) -> str:
+    parts = []
+    for seg in spec.split("/"):
+        if seg == "*":
+            parts.append(r"[^/]+")
+        elif seg == "**":
+            parts.append(r".+")
+        elif seg and "{" not in seg and "}" not in seg:
+            parts.append(re.escape(seg))
+        else:
+            raise ValueError(f"{template}: bad segment {seg!r}")
+    return "/".join(parts)
+
+
+# -- the Starlette route ----------------------------------------------------------------------
+
+Endpoint = Callable[[Binding, dict[str, str], Scope, Receive, Send], Any]
+
+
+class RpcRoute(BaseRoute):
+    """Matches one binding on the raw path; a path match with another method is PARTIAL (405)."""
+
+    def __init__(self, binding: Binding, endpoint: Endpoint) -> None:
+        self.binding = binding
+        self.endpoint = endpoint
+        self.path = binding.openapi_path
+        self.name = f"{binding.rpc.component}.{binding.rpc.op}"
+        self.allow = binding.method  # every method of this path, once all routes are known
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        raw = scope.get("raw_path")  # None on Lambda (Mangum): only the decoded path is known
+        path = raw.decode("latin-1") if raw else quote(scope["path"], safe=_PATH_SAFE)
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        found = self.binding.pattern.match(path)
+        if found is None:
+            return Match.NONE, {}
+        values = {
+            var: unquote(found.group(f"v{i}")) for i, var in enumerate(self.binding.variables)
+        }
+        child = {"endpoint": self.endpoint, "path_params": values}
+        return (Match.FULL if scope["method"] == self.binding.method else Match.PARTIAL), child
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != self.binding.method:
+            response = error_response(
+                MethodNotAllowed(f"this path takes {self.allow}"), headers={"Allow": self.allow}
+            )
+            await response(scope, receive, send)
+            return
+        await self.endpoint(self.binding, scope["path_params"], scope, receive, send)
+
+
+def rpc_routes(all_bindings: list[Binding], endpoint: Endpoint) -> list[RpcRoute]:
+    routes = [RpcRoute(b, endpoint) for b in all_bindings]
+    for route in routes:
+        methods = {b.method for b in all_bindings if b.openapi_path == route.path}
+        route.allow = ", ".join(sorted(methods))
+    return routes

@@ -1,0 +1,71 @@
+"""Streaming rpcs as Server-Sent Events.
+
+The first reply decides the HTTP status: an error (no responders, deadline, the worker's own)
+is a plain error response. After it, each reply is a `message` event (`id:` its sequence
+number, `data:` its JSON), a failure is an `error` event carrying the `Error`, and a final
+`end` event always closes the stream. A client that goes away cancels the response, and
+closing the reply iterator unsubscribes from the inbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from nats.aio.msg import Msg
+from starlette.responses import Response, StreamingResponse
+
+from bridge.errors import error_body, raise_for_reply
+from schemas.errors import ServiceError
+from subjects import HEADER_ERROR_CODE, HEADER_STREAM_END, HEADER_STREAM_SEQ
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def sse_response(stream: AsyncIterator[Msg], out: dict[str, str]) -> Response:
+    """The first reply decides the HTTP status; every later one is an event of a 200 stream."""
+    try:
+        first = await anext(stream)
+        raise_for_reply(first)
+    except BaseException:
+        await stream.aclose()  # type: ignore[attr-defined]
+        raise
+    return StreamingResponse(
+        _events(first, stream), media_type="text/event-stream", headers={**out, **SSE_HEADERS}
+    )
+
+
+async def _events(first: Msg, stream: AsyncIterator[Msg]) -> AsyncIterator[bytes]:
+    msg: Msg | None = first
+    try:
+        while msg is not None:
+            headers = msg.headers or {}
+            if headers.get(HEADER_ERROR_CODE):
+                try:
+                    raise_for_reply(msg)
+                except ServiceError as exc:
+                    yield _event("error", error_body(exc))
+                break
+            if msg.data:
+                yield _event("message", msg.data, headers.get(HEADER_STREAM_SEQ))
+            if headers.get(HEADER_STREAM_END):
+                break
+            try:
+                msg = await anext(stream)
+            except StopAsyncIteration:
+                msg = None
+            except ServiceError as exc:  # the deadline passed mid-stream
+                yield _event("error", error_body(exc))
+                break
+        yield _event("end", b"{}")
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
+def _event(name: str, data: bytes, seq: str | None = None) -> bytes:
+    lines = [b"event: " + name.encode()]
+    if seq:
+        lines.append(b"id: " + seq.encode())
+    lines += [b"data: " + line for line in data.splitlines() or [b""]]
+    return b"\n".join(lines) + b"\n\n"
