@@ -127,34 +127,24 @@ async def show_status(settings: Settings, wait: float) -> int:
         await nc.close()
     by_id = {s["id"]: s for s in stats}
     table = Table(title="aifleet components (NATS micro discovery)")
-    for col in (
-        "service",
-        "instance",
-        "version",
-        "endpoint",
-        "subject",
-        "requests",
-        "errors",
-        "avg ms",
-        "last error",
-    ):
-        table.add_column(
-            col, justify="right" if col in ("requests", "errors", "avg ms") else "left"
-        )
+    table.add_column("service", no_wrap=True)
+    table.add_column("instance", no_wrap=True)
+    table.add_column("op", no_wrap=True)
+    for col in ("requests", "errors", "avg ms"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("last error", overflow="fold")
     for info in sorted(infos, key=lambda i: (i.get("name", ""), i.get("id", ""))):
         endpoint_stats = {e["name"]: e for e in by_id.get(info["id"], {}).get("endpoints", [])}
         for ep in info.get("endpoints", []):
             s = endpoint_stats.get(ep["name"], {})
             table.add_row(
-                info["name"],
-                info["id"][-8:],
-                info.get("version", ""),
+                f"{info['name']} {info.get('version', '')}",
+                info["id"][-6:],
                 ep["name"],
-                ep.get("subject", ""),
                 str(s.get("num_requests", "?")),
                 str(s.get("num_errors", "?")),
                 f"{s.get('average_processing_time', 0) / 1e6:.2f}",
-                (s.get("last_error") or "")[:40],
+                (s.get("last_error") or "")[:60],
             )
     if not infos:
         err.print(f"no component answered on {settings.nats_url}")
