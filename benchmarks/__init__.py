@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: `make bench` (`python -m benchmarks.run`); see benchmarks/README.md."""
