@@ -67,6 +67,11 @@ def check_tenant(tenant: str) -> str:
     return tenant
 
 
+def is_valid_name(name: str) -> bool:
+    """Component, op and event names: lowercase snake_case tokens."""
+    return _NAME.match(name) is not None
+
+
 def check_name(name: str) -> str:
     """Component, op and event names: lowercase snake_case tokens."""
     if not _NAME.match(name):
@@ -133,6 +138,12 @@ def queue_group(component: str) -> str:
 def job_consumer(component: str) -> str:
     """Durable pull consumer on AI_JOBS through which one component's workers share its jobs."""
     return f"{component}-jobs"
+
+
+def event_consumer(component: str) -> str:
+    """Durable pull consumer on AI_EVENTS through which one component's workers share the
+    events it consumes (`Component(events=...)`)."""
+    return f"{component}-events"
 
 
 def service_name(component: str) -> str:

@@ -115,14 +115,22 @@ async def provision_streams(js: JetStreamContext) -> list[StreamReport]:
     return reports
 
 
-def job_consumer_config(
-    component: str, *, max_deliver: int, ack_wait: float, max_ack_pending: int
+def consumer_config(
+    durable: str,
+    filter_subjects: tuple[str, ...],
+    *,
+    description: str,
+    max_deliver: int,
+    ack_wait: float,
+    max_ack_pending: int,
 ) -> ConsumerConfig:
-    """The durable pull consumer through which one component's replicas share its jobs."""
+    """A durable pull consumer through which one component's replicas share its messages."""
+    single = len(filter_subjects) == 1
     return ConsumerConfig(
-        durable_name=job_consumer(component),
-        description=f"aifleet {component} jobs",
-        filter_subject=listen_subject("job", component),
+        durable_name=durable,
+        description=description,
+        filter_subject=filter_subjects[0] if single else None,
+        filter_subjects=None if single else list(filter_subjects),
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
         max_deliver=max_deliver,
@@ -130,10 +138,29 @@ def job_consumer_config(
     )
 
 
-async def ensure_job_consumer(js: JetStreamContext, config: ConsumerConfig) -> None:
-    """Create the component's consumer if missing; an existing one is left as configured."""
+def job_consumer_config(
+    component: str, *, max_deliver: int, ack_wait: float, max_ack_pending: int
+) -> ConsumerConfig:
+    """The durable pull consumer through which one component's replicas share its jobs."""
+    return consumer_config(
+        job_consumer(component),
+        (listen_subject("job", component),),
+        description=f"aifleet {component} jobs",
+        max_deliver=max_deliver,
+        ack_wait=ack_wait,
+        max_ack_pending=max_ack_pending,
+    )
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    """Create a consumer if missing; an existing one is left as configured."""
     assert config.durable_name is not None
     try:
-        await js.consumer_info(STREAM_JOBS, config.durable_name)
+        await js.consumer_info(stream, config.durable_name)
     except NotFoundError:
-        await js.add_consumer(STREAM_JOBS, config)
+        await js.add_consumer(stream, config)
+
+
+async def ensure_job_consumer(js: JetStreamContext, config: ConsumerConfig) -> None:
+    """Create the component's job consumer if missing; an existing one is left as configured."""
+    await ensure_consumer(js, STREAM_JOBS, config)

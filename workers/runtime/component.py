@@ -9,7 +9,7 @@ closed when the worker stops. The runtime checks at start that every rpc has its
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from google.protobuf.descriptor import ServiceDescriptor
 
 from schemas.registry import Rpc, component_name, rpcs_of
+from subjects import is_valid_name
 
 if TYPE_CHECKING:
     from workers.runtime.resources import Resources
@@ -31,6 +32,9 @@ class Component:
     # Ops that are also consumed as JetStream jobs from ai.v1.*.job.<component>.<op>.
     jobs: frozenset[str] = field(default_factory=frozenset)
     description: str = ""
+    # Events consumed from AI_EVENTS through the durable consumer `<component>-events`:
+    # `{"<publisher>.<event>": "<op>"}`; the op's request message decodes the event body.
+    events: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def name(self) -> str:
@@ -44,3 +48,10 @@ class Component:
         unknown = set(self.jobs) - set(self.rpcs)
         if unknown:
             raise ValueError(f"{self.name}: jobs {sorted(unknown)} are not rpcs of its service")
+        for key, op in self.events.items():
+            source, _, event = key.partition(".")
+            if not (is_valid_name(source) and is_valid_name(event)):
+                raise ValueError(f"{self.name}: consumed event {key!r} is not <component>.<event>")
+            rpc = self.rpcs.get(op)
+            if rpc is None or rpc.streaming:
+                raise ValueError(f"{self.name}: event {key} needs a unary rpc, not {op!r}")

@@ -111,6 +111,9 @@ class Context:
             timeout=self.remaining(),
         )
 
-    async def emit(self, event: str, message: Message) -> None:
-        """Publish `ai.v1.<tenant>.evt.<component>.<event>` to AI_EVENTS."""
-        await self._events.emit(self.tenant, self.component, event, message, self.forward_headers())
+    async def emit(self, event: str, message: Message, *, msg_id: str | None = None) -> None:
+        """Publish `ai.v1.<tenant>.evt.<component>.<event>` to AI_EVENTS; `msg_id` (its
+        Nats-Msg-Id) makes a repeated publish of the same event stored once."""
+        await self._events.emit(
+            self.tenant, self.component, event, message, self.forward_headers(), msg_id=msg_id
+        )

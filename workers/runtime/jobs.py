@@ -1,4 +1,5 @@
-"""The JetStream job loop: claim → decode → execute → settle, for a component's jobs.
+"""The JetStream consume loop: claim → decode → execute → settle, for a component's jobs
+(AI_JOBS) and for the events it consumes (AI_EVENTS); a `Consumption` says which.
 
 Settling is the contract: `ack` only after the handler returned (its effect is committed),
 `in_progress` while it runs, `nak(delay)` with backoff on a retryable failure, and on a
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -20,7 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 from nats.js.errors import FetchTimeoutError
 
-from schemas.codec import codec_for
+from schemas.codec import PROTOBUF, codec_for
 from schemas.errors import BadRequest, ServiceError
 from subjects import (
     HEADER_CONTENT_TYPE,
@@ -29,13 +32,17 @@ from subjects import (
     HEADER_DLQ_MSG_ID,
     HEADER_DLQ_SEQUENCE,
     HEADER_DLQ_SUBJECT,
+    HEADER_MESSAGE_TYPE,
     HEADER_MSG_ID,
     PREFIX,
+    STREAM_EVENTS,
     STREAM_JOBS,
     check_tenant,
+    event_consumer,
     job_consumer,
+    listen_subject,
 )
-from subjects.streams import ensure_job_consumer, job_consumer_config
+from subjects.streams import consumer_config, ensure_consumer
 from workers.runtime.client import Client
 from workers.runtime.config import Settings
 from workers.runtime.context import Context
@@ -48,8 +55,50 @@ from workers.runtime.telemetry import Labels, request_duration, requests_total
 MAX_ACK_PENDING = 10_000
 
 
+@dataclass(frozen=True)
+class Consumption:
+    """What one durable pull consumer delivers to a component, and which op handles each message.
+
+    `routes` maps a route key to an op: for jobs the key is the op itself (subject
+    `ai.v1.<tenant>.job.<component>.<op>`), for events it is `<component>.<event>` of the
+    publishing component (subject `ai.v1.<tenant>.evt.<component>.<event>`).
+    """
+
+    kind: str  # "job" or "event"
+    stream: str
+    durable: str
+    filter_subjects: tuple[str, ...]
+    routes: Mapping[str, str]
+
+    @classmethod
+    def jobs(cls, component: str, ops: frozenset[str]) -> Consumption:
+        return cls(
+            "job",
+            STREAM_JOBS,
+            job_consumer(component),
+            (listen_subject("job", component),),
+            {op: op for op in sorted(ops)},
+        )
+
+    @classmethod
+    def events(cls, component: str, events: Mapping[str, str]) -> Consumption:
+        filters = []
+        for key in sorted(events):
+            source, event = key.split(".")
+            filters.append(f"{PREFIX}.*.evt.{source}.{event}")
+        return cls("event", STREAM_EVENTS, event_consumer(component), tuple(filters), events)
+
+    def route(self, subject: str) -> tuple[str, str]:
+        """(route key, op) of a message's subject; op is "" when nothing here handles it."""
+        parts = subject.split(".")
+        if len(parts) != 6:
+            return "", ""
+        key = parts[5] if self.kind == "job" else f"{parts[4]}.{parts[5]}"
+        return key, self.routes.get(key, "")
+
+
 class JobRunner:
-    """Pulls one component's jobs from AI_JOBS and settles each exactly as described above."""
+    """Pulls one component's jobs (or consumed events) and settles each as described above."""
 
     def __init__(
         self,
@@ -60,11 +109,17 @@ class JobRunner:
         *,
         client: Client,
         events: EventPublisher,
+        consumption: Consumption | None = None,
     ) -> None:
         self.js = js
         self.component = component
+        self.consumption = consumption or Consumption.jobs(
+            component, frozenset(ep.rpc.op for ep in endpoints)
+        )
         self._ops = {ep.rpc.op: ep for ep in endpoints}
-        self._labels = {ep.rpc.op: Labels(component, ep.rpc.op, "job") for ep in endpoints}
+        self._labels = {
+            ep.rpc.op: Labels(component, ep.rpc.op, self.consumption.kind) for ep in endpoints
+        }
         self._settings = settings
         self._client = client
         self._events = events
@@ -81,19 +136,22 @@ class JobRunner:
         self._ack_wait = settings.job_ack_wait
 
     async def start(self) -> None:
-        config = job_consumer_config(
-            self.component,
+        source = self.consumption
+        config = consumer_config(
+            source.durable,
+            source.filter_subjects,
+            description=f"aifleet {self.component} {source.kind}s",
             max_deliver=self._attempts + 1,
             ack_wait=self._settings.job_ack_wait,
             # Each replica bounds its own in-flight jobs by fetching only into free slots; the
             # consumer-wide bound only stops a runaway, so it must not cap added replicas.
             max_ack_pending=MAX_ACK_PENDING,
         )
-        await ensure_job_consumer(self.js, config)
-        info = await self.js.consumer_info(STREAM_JOBS, job_consumer(self.component))
+        await ensure_consumer(self.js, source.stream, config)
+        info = await self.js.consumer_info(source.stream, source.durable)
         self._follow(info.config)
         psub = self._psub = await self.js.pull_subscribe_bind(
-            durable=job_consumer(self.component), stream=STREAM_JOBS
+            durable=source.durable, stream=source.stream
         )
         self._loop_task = asyncio.create_task(self._pull(psub))
 
@@ -108,8 +166,8 @@ class JobRunner:
             ack_wait = min(ack_wait, actual.ack_wait)
         if (attempts, ack_wait) != (self._attempts, self._ack_wait):
             self._log.warning(
-                "job consumer differs from settings; following the consumer",
-                consumer=job_consumer(self.component),
+                "consumer differs from settings; following the consumer",
+                consumer=self.consumption.durable,
                 max_deliver=actual.max_deliver,
                 ack_wait=actual.ack_wait,
                 job_max_deliver=self._settings.job_max_deliver,
@@ -169,17 +227,16 @@ class JobRunner:
     async def _settle_one(self, msg: Msg) -> None:
         started = time.perf_counter_ns()
         meta = msg.metadata
-        parts = msg.subject.split(".")
-        op = parts[5] if len(parts) == 6 else ""
+        key, op = self.consumption.route(msg.subject)
         keepalive = asyncio.create_task(self._keep_alive(msg))
         outcome = "ok"
         try:
             if meta.num_delivered > self._attempts:
                 raise _OutOfAttempts(meta.num_delivered)
-            await self._execute(msg, op, meta.num_delivered, meta.sequence.stream)
+            await self._execute(msg, key, op, meta.num_delivered, meta.sequence.stream)
             await msg.ack_sync(timeout=5.0)
         except Exception as exc:
-            outcome = await self._fail(msg, op, exc, started)
+            outcome = await self._fail(msg, op or key, exc, started)
         finally:
             keepalive.cancel()
             labels = self._labels.get(op)
@@ -187,13 +244,24 @@ class JobRunner:
                 requests_total.add(1, labels(outcome))
                 request_duration.record((time.perf_counter_ns() - started) / 1e9, labels(outcome))
 
-    async def _execute(self, msg: Msg, op: str, attempt: int, sequence: int) -> None:
+    async def _execute(self, msg: Msg, key: str, op: str, attempt: int, sequence: int) -> None:
         ep = self._ops.get(op)
         if ep is None:
-            raise BadRequest(f"{self.component} has no job operation {op!r}")
+            raise BadRequest(f"{self.component} has no {self.consumption.kind} operation {key!r}")
         headers = msg.headers or {}
         tenant = check_tenant(msg.subject.split(".")[2])
-        request = codec_for(headers.get(HEADER_CONTENT_TYPE)).decode(ep.rpc.request, msg.data)
+        if self.consumption.kind == "event":
+            # Events are protobuf and name their type; one of another type is malformed here.
+            wanted = ep.rpc.request.DESCRIPTOR.full_name
+            if headers.get(HEADER_MESSAGE_TYPE, wanted) != wanted:
+                raise BadRequest(
+                    f"event {key} is a {headers.get(HEADER_MESSAGE_TYPE)}, expected {wanted}"
+                )
+            request = codec_for(headers.get(HEADER_CONTENT_TYPE, PROTOBUF)).decode(
+                ep.rpc.request, msg.data
+            )
+        else:
+            request = codec_for(headers.get(HEADER_CONTENT_TYPE)).decode(ep.rpc.request, msg.data)
         ctx = Context(
             tenant=tenant,
             component=self.component,
@@ -202,7 +270,7 @@ class JobRunner:
             deadline=time.monotonic() + self._settings.job_timeout,
             client=self._client,
             events=self._events,
-            message_id=headers.get(HEADER_MSG_ID) or f"{STREAM_JOBS}:{sequence}",
+            message_id=headers.get(HEADER_MSG_ID) or f"{self.consumption.stream}:{sequence}",
             attempt=attempt,
         )
         async with asyncio.timeout(self._settings.job_timeout):
@@ -247,11 +315,12 @@ class JobRunner:
                 HEADER_DLQ_ERROR: f"{error.status} {error.code}: {error.message}"[:500],
                 # The original id stays readable: replaying a dead letter keeps its idempotency key.
                 HEADER_DLQ_MSG_ID: (msg.headers or {}).get(HEADER_MSG_ID, ""),
-                HEADER_MSG_ID: f"dlq:{STREAM_JOBS}:{sequence}",
+                HEADER_MSG_ID: f"dlq:{self.consumption.stream}:{sequence}",
             }
         )
         # Built from the raw tokens: a job whose tenant token is invalid is dead-lettered too.
-        subject = f"{PREFIX}.{tenant}.dlq.{self.component}.{op or 'unknown'}"
+        name = op if op and "." not in op else "unknown"
+        subject = f"{PREFIX}.{tenant}.dlq.{self.component}.{name}"
         await self.js.publish(subject, msg.data, headers=headers, timeout=5.0)
 
     async def _keep_alive(self, msg: Msg) -> None:

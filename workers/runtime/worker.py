@@ -1,7 +1,8 @@
 """A worker process: one NATS connection serving one or more components until SIGTERM.
 
 Start: connect, provision streams (create-if-missing), start each component's handlers,
-subscribe its endpoints, announce it over micro discovery, pull its jobs, flush — only then is
+subscribe its endpoints, announce it over micro discovery, pull its jobs and the events it
+consumes, flush — only then is
 it ready. Stop: leave discovery, stop taking requests and jobs, let in-flight work finish
 (bounded by `drain_timeout`), close what the components opened, drain the connection.
 """
@@ -23,7 +24,7 @@ from subjects.streams import provision_streams
 from workers.runtime.component import Component
 from workers.runtime.config import Settings
 from workers.runtime.endpoints import Endpoint, RequestServer
-from workers.runtime.jobs import JobRunner
+from workers.runtime.jobs import Consumption, JobRunner
 from workers.runtime.logs import get_logger
 from workers.runtime.micro import MicroService
 from workers.runtime.resources import Resources
@@ -160,6 +161,19 @@ class Worker:
                     self.settings,
                     client=resources.client,
                     events=resources.events,
+                )
+                await runner.start()
+                self.jobs.append(runner)
+            if component.events:
+                ops = set(component.events.values())
+                runner = JobRunner(
+                    resources.js,
+                    component.name,
+                    [ep for ep in endpoints if ep.rpc.op in ops],
+                    self.settings,
+                    client=resources.client,
+                    events=resources.events,
+                    consumption=Consumption.events(component.name, component.events),
                 )
                 await runner.start()
                 self.jobs.append(runner)
