@@ -199,6 +199,22 @@ def replay(
     raise typer.Exit(run(replay_events(settings(), tenant, component, event, since, until, follow)))
 
 
+llmops_app = typer.Typer(help="The LLMOps component's maintenance commands.")
+app.add_typer(llmops_app, name="llmops")
+
+
+@llmops_app.command("rebuild")
+def llmops_rebuild(
+    since: Annotated[str, typer.Option(help="ISO time or age like 2h, 7d: replay from here")],
+    tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+) -> None:
+    """Insert the llm_operation events of AI_EVENTS (from --since) missing from the tables."""
+    from workers.llmops.rebuild import rebuild
+
+    configure_logging("WARNING", "console")
+    raise typer.Exit(run(rebuild(settings(), since, tenant)))
+
+
 def main() -> None:
     app()
 

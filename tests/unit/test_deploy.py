@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from subjects import STREAM_JOBS, job_consumer
+from subjects import STREAM_EVENTS, STREAM_JOBS, event_consumer, job_consumer
 from workers.components import available, load
 from workers.runtime.config import Settings
 
@@ -146,24 +146,39 @@ def component_label(obj: Doc) -> str:
     return component
 
 
-def jobs_trigger_problems(scaled_object: Doc, component: str, takes_jobs: bool) -> list[str]:
-    """What is wrong with a ScaledObject's nats-jetstream triggers for `component`."""
+def jobs_trigger_problems(
+    scaled_object: Doc, component: str, takes_jobs: bool, consumes_events: bool = False
+) -> list[str]:
+    """What is wrong with a ScaledObject's nats-jetstream triggers for `component`: one per
+    durable consumer it reads (jobs on AI_JOBS, consumed events on AI_EVENTS), no other."""
     triggers = [t for t in scaled_object["spec"]["triggers"] if t["type"] == "nats-jetstream"]
-    if not takes_jobs:
+    wanted = set()
+    if takes_jobs:
+        wanted.add((STREAM_JOBS, job_consumer(component)))
+    if consumes_events:
+        wanted.add((STREAM_EVENTS, event_consumer(component)))
+    if not wanted:
         # KEDA reports the whole stream's last sequence as the lag of a missing consumer.
         return [f"{component} takes no jobs but has a nats-jetstream trigger"] if triggers else []
-    if len(triggers) != 1:
-        return [f"{component} takes jobs and needs one nats-jetstream trigger, has {len(triggers)}"]
-    meta = triggers[0]["metadata"]
+    if len(triggers) != len(wanted):
+        return [
+            f"{component} reads {len(wanted)} consumer(s) and needs as many nats-jetstream"
+            f" triggers, has {len(triggers)}"
+        ]
     problems = []
-    if meta.get("stream") != STREAM_JOBS:
-        problems.append(f"{component}: stream {meta.get('stream')!r}, expected {STREAM_JOBS!r}")
-    if meta.get("consumer") != job_consumer(component):
-        problems.append(
-            f"{component}: consumer {meta.get('consumer')!r}, expected {job_consumer(component)!r}"
-        )
-    if not str(meta.get("lagThreshold", "")).isdigit():
-        problems.append(f"{component}: lagThreshold must be a whole number")
+    found = set()
+    for trigger in triggers:
+        meta = trigger["metadata"]
+        key = (meta.get("stream"), meta.get("consumer"))
+        if key not in wanted:
+            problems.append(
+                f"{component}: trigger on {key[0]!r}/{key[1]!r}, expected one of {sorted(wanted)}"
+            )
+        found.add(key)
+        if not str(meta.get("lagThreshold", "")).isdigit():
+            problems.append(f"{component}: lagThreshold must be a whole number")
+    if not problems and found != wanted:
+        problems.append(f"{component}: triggers {sorted(found)}, expected {sorted(wanted)}")
     return problems
 
 
@@ -236,13 +251,15 @@ def test_every_component_has_a_scaled_object_for_its_deployment() -> None:
 
 
 def test_jobs_triggers_name_the_components_consumer_on_ai_jobs() -> None:
-    """A component with jobs scales on its own consumer of AI_JOBS; one without has no such
-    trigger."""
+    """A component with jobs scales on its own consumer of AI_JOBS, one consuming events on its
+    own consumer of AI_EVENTS; one with neither has no such trigger."""
     scaled = k8s_objects("ScaledObject")
     problems = []
     for name in available():
-        takes_jobs = bool(load(name).jobs)
-        problems += jobs_trigger_problems(scaled[f"aifleet-{name}"], name, takes_jobs)
+        component = load(name)
+        problems += jobs_trigger_problems(
+            scaled[f"aifleet-{name}"], name, bool(component.jobs), bool(component.events)
+        )
     assert problems == []
 
 
@@ -266,6 +283,24 @@ def test_jobs_trigger_check_accepts_the_components_own_consumer() -> None:
     meta = {"stream": STREAM_JOBS, "consumer": job_consumer("rag"), "lagThreshold": "32"}
     scaled_object = {"spec": {"triggers": [{"type": "nats-jetstream", "metadata": meta}]}}
     assert jobs_trigger_problems(scaled_object, "rag", True) == []
+
+
+def test_events_trigger_check_wants_the_components_consumer_on_ai_events() -> None:
+    """An event-consuming component needs its own AI_EVENTS consumer as trigger: a jobs
+    trigger, another component's consumer or no trigger at all is flagged."""
+    own = {"stream": STREAM_EVENTS, "consumer": event_consumer("rag"), "lagThreshold": "100"}
+    jobs = {"stream": STREAM_JOBS, "consumer": job_consumer("rag"), "lagThreshold": "100"}
+    other = {**own, "consumer": event_consumer("other")}
+
+    def scaled(*metas: dict[str, str]) -> Doc:
+        return {"spec": {"triggers": [{"type": "nats-jetstream", "metadata": m} for m in metas]}}
+
+    assert jobs_trigger_problems(scaled(own), "rag", False, True) == []
+    assert jobs_trigger_problems(scaled(own, jobs), "rag", True, True) == []
+    assert jobs_trigger_problems(scaled(jobs), "rag", False, True)
+    assert jobs_trigger_problems(scaled(other), "rag", False, True)
+    assert jobs_trigger_problems(scaled(), "rag", False, True)
+    assert jobs_trigger_problems(scaled(own, own), "rag", True, True)
 
 
 def test_keda_trigger_metadata_values_are_strings() -> None:

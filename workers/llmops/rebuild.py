@@ -1,0 +1,125 @@
+"""`aifleet llmops rebuild`: put the `llm_operation` events of AI_EVENTS back into the tables.
+
+Reads `ai.v1.<tenant|*>.evt.gateway.llm_operation` from a given time with an ordered consumer
+and stores each event the way the worker does (same validation, same id: the Nats-Msg-Id, else
+`AI_EVENTS:<seq>`), so an operation already stored is left alone and one that is missing (a
+restored or lost database) is inserted. Spend is added as the worker adds it; a budget crossed
+on the way is recorded as already alerted, so a rebuild publishes no `budget_exceeded` event.
+Malformed events are counted and skipped (the worker dead-lettered them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from schemas.codec import PROTOBUF, codec_for
+from schemas.errors import ServiceError
+from schemas.v1.llmops_pb2 import LlmOperationEvent
+from subjects import (
+    HEADER_CONTENT_TYPE,
+    HEADER_MESSAGE_TYPE,
+    HEADER_MSG_ID,
+    STREAM_EVENTS,
+    check_tenant,
+    filter_subject,
+)
+from subjects.streams import provision_streams
+from workers.llmops.service import MIGRATIONS, operation_of
+from workers.llmops.store import SCHEMA, LlmopsStore
+from workers.runtime.config import Settings
+from workers.runtime.postgres import create_pool, migrate
+
+BATCH = 64
+err = Console(stderr=True)
+
+
+async def rebuild(settings: Settings, since: str, tenant: str | None) -> int:
+    """Exit code: 0 done, 2 invalid arguments or configuration, 3 NATS unreachable."""
+    from workers.inspect import parse_time
+
+    try:
+        start = parse_time(since)
+        subject = filter_subject("evt", tenant, "gateway", "llm_operation")
+    except (ValueError, ServiceError) as exc:
+        err.print(f"[red]invalid argument:[/red] {exc}")
+        return 2
+    if not settings.database_url:
+        err.print("[red]DATABASE_URL is not set[/red]")
+        return 2
+    try:
+        nc = await nats.connect(
+            settings.nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False
+        )
+    except Exception as exc:
+        err.print(f"[red]cannot reach NATS at {settings.nats_url}[/red] ({type(exc).__name__})")
+        return 3
+    pool = await create_pool(settings.database_url, timeout=settings.dependency_timeout)
+    try:
+        await migrate(pool, SCHEMA, MIGRATIONS)
+        js = nc.jetstream()
+        await provision_streams(js)
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start)
+        sub = await js.subscribe(
+            subject, stream=STREAM_EVENTS, ordered_consumer=True, config=config
+        )
+        info = await sub.consumer_info()
+        total = (info.num_pending or 0) + (info.delivered.consumer_seq if info.delivered else 0)
+        counts = {"inserted": 0, "present": 0, "malformed": 0}
+        store = LlmopsStore(pool)
+        with Progress(
+            TextColumn("rebuilding llmops"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("events", total=total)
+            done = total == 0
+            while not done:
+                batch: list[Msg] = []
+                while len(batch) < BATCH:
+                    try:
+                        msg = await sub.next_msg(timeout=5.0)
+                    except nats.errors.TimeoutError:
+                        done = True
+                        break
+                    batch.append(msg)
+                    if msg.metadata.num_pending == 0:
+                        done = True
+                        break
+                results = await asyncio.gather(*(_store(store, msg) for msg in batch))
+                for result in results:
+                    counts[result] += 1
+                progress.update(task, advance=len(batch))
+        err.print(
+            f"{sum(counts.values())} events: {counts['inserted']} inserted,"
+            f" {counts['present']} already stored, {counts['malformed']} malformed (skipped)"
+        )
+        return 0
+    finally:
+        await pool.close()
+        await nc.close()
+
+
+async def _store(store: LlmopsStore, msg: Msg) -> str:
+    headers = msg.headers or {}
+    wanted = LlmOperationEvent.DESCRIPTOR.full_name
+    try:
+        tenant = check_tenant(msg.subject.split(".")[2])
+        if headers.get(HEADER_MESSAGE_TYPE, wanted) != wanted:
+            return "malformed"
+        codec = codec_for(headers.get(HEADER_CONTENT_TYPE, PROTOBUF))
+        req = codec.decode(LlmOperationEvent, msg.data)
+        op_id = headers.get(HEADER_MSG_ID) or f"{STREAM_EVENTS}:{msg.metadata.sequence.stream}"
+        operation = operation_of(req, op_id, req.user_id)
+    except ServiceError:
+        return "malformed"
+    created = await store.insert(tenant, operation, replayed=True)
+    return "inserted" if created else "present"
