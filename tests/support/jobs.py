@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -37,6 +36,7 @@ from subjects import (
     job_subject,
 )
 from tests.support import testkit_pb2
+from tests.support.database import ComponentDb
 from tests.support.testkit_pb2 import RecordJob, RecordResult
 from workers.runtime.component import Component
 from workers.runtime.context import Context
@@ -182,22 +182,11 @@ class Attempt:
     worker_pid: int
 
 
-class RecorderDb:
+class RecorderDb(ComponentDb):
     """Reads the recorder's tables, as a test checks what the worker did."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    @classmethod
-    @asynccontextmanager
-    async def connect(cls, dsn: str) -> AsyncIterator[RecorderDb]:
-        """A small pool; the tables are created here if no worker has created them yet."""
-        pool: Any = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-        try:
-            await migrate(pool, SCHEMA, MIGRATIONS)
-            yield cls(pool)
-        finally:
-            await pool.close()
+    schema = SCHEMA
+    migrations = MIGRATIONS
 
     async def effects(self, tenant: str) -> dict[str, int]:
         """Effect rows of a tenant, by token (a count above 1 is a duplicated effect)."""

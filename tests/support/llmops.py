@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, RawStreamMsg
@@ -27,11 +24,9 @@ from subjects import (
     event_consumer,
     event_subject,
 )
+from tests.support.database import ComponentDb
 from workers.llmops.service import MIGRATIONS
 from workers.llmops.store import SCHEMA
-from workers.runtime.postgres import migrate
-
-TABLES = ("operations", "budgets", "spend", "budget_alerts")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -113,31 +108,12 @@ async def dead_letters(js: JetStreamContext, tenant: str) -> list[RawStreamMsg]:
         seq = msg.seq + 1
 
 
-class LlmopsDb:
+class LlmopsDb(ComponentDb):
     """Direct reads of the llmops schema, as a test checks what the worker really wrote."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    @classmethod
-    @asynccontextmanager
-    async def connect(cls, dsn: str) -> AsyncIterator[LlmopsDb]:
-        pool: Any = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-        try:
-            await migrate(pool, SCHEMA, MIGRATIONS)
-            yield cls(pool)
-        finally:
-            await pool.close()
-
-    async def row_counts(self, tenant: str) -> dict[str, int]:
-        """Rows of each table that belong to `tenant`."""
-        counts = {}
-        for table in TABLES:
-            counts[table] = await self.pool.fetchval(
-                f"SELECT count(*) FROM llmops.{table} WHERE tenant = $1",  # noqa: S608
-                tenant,
-            )
-        return counts
+    schema = SCHEMA
+    migrations = MIGRATIONS
+    tables = ("operations", "budgets", "spend", "budget_alerts")
 
     async def ids(self, tenant: str) -> list[str]:
         rows = await self.pool.fetch(
@@ -148,7 +124,7 @@ class LlmopsDb:
     async def rows_naming(self, text: str) -> int:
         """Rows of any table whose tenant contains `text` (for invalid tenants)."""
         total = 0
-        for table in TABLES:
+        for table in self.tables:
             total += await self.pool.fetchval(
                 f"SELECT count(*) FROM llmops.{table} WHERE strpos(tenant, $1) > 0",  # noqa: S608
                 text,

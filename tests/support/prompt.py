@@ -2,52 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-
-import asyncpg
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from subjects import STREAM_EVENTS, event_subject
+from tests.support.database import ComponentDb
 from workers.prompt.service import MIGRATIONS
 from workers.prompt.store import SCHEMA
-from workers.runtime.postgres import migrate
-
-TABLES = ("names", "versions", "labels", "outbox")
 
 
-class PromptDb:
+class PromptDb(ComponentDb):
     """Direct reads of the prompt schema, as a test checks what the worker really wrote."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    @classmethod
-    @asynccontextmanager
-    async def connect(cls, dsn: str) -> AsyncIterator[PromptDb]:
-        pool: Any = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-        try:
-            await migrate(pool, SCHEMA, MIGRATIONS)
-            yield cls(pool)
-        finally:
-            await pool.close()
-
-    async def row_counts(self, tenant: str) -> dict[str, int]:
-        """Rows of each table that belong to `tenant`."""
-        counts = {}
-        for table in TABLES:
-            counts[table] = await self.pool.fetchval(
-                f"SELECT count(*) FROM prompt.{table} WHERE tenant = $1",  # noqa: S608
-                tenant,
-            )
-        return counts
+    schema = SCHEMA
+    migrations = MIGRATIONS
+    tables = ("names", "versions", "labels", "outbox")
 
     async def rows_naming(self, text: str) -> int:
         """Rows of any table whose tenant or name contains `text` (for invalid tenants)."""
         total = 0
-        for table in TABLES:
+        for table in self.tables:
             column = "tenant" if table == "outbox" else "tenant || ' ' || name"
             total += await self.pool.fetchval(
                 f"SELECT count(*) FROM prompt.{table} WHERE strpos({column}, $1) > 0",  # noqa: S608
