@@ -6,7 +6,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import BadRequest, PayloadTooLarge
@@ -28,7 +28,7 @@ from schemas.v1.cache_pb2 import (
 )
 from workers.cache.store import CacheStore
 from workers.runtime.component import Component
-from workers.runtime.config import ConfigurationError
+from workers.runtime.config import load_settings
 from workers.runtime.context import Context
 from workers.runtime.resources import Resources
 
@@ -135,22 +135,9 @@ class CacheService:
         return max(1, math.ceil(ttl * 1000)) if ttl else 0
 
 
-def load_settings() -> CacheSettings:
-    """CacheSettings from the environment; an invalid value fails the start, naming it."""
-    try:
-        return CacheSettings()
-    except ValidationError as exc:
-        prefix = CacheSettings.model_config.get("env_prefix", "")
-        problems = "; ".join(
-            f"{prefix}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigurationError(f"invalid cache configuration: {problems}") from None
-
-
 @asynccontextmanager
 async def start(resources: Resources) -> AsyncIterator[CacheService]:
-    yield CacheService(CacheStore(resources.redis()), load_settings())
+    yield CacheService(CacheStore(resources.redis()), load_settings(CacheSettings))
 
 
 component = Component(

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import struct_pb2
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
@@ -65,7 +65,7 @@ from workers.prompt.store import (
     VersionRow,
 )
 from workers.runtime.component import Component
-from workers.runtime.config import ConfigurationError
+from workers.runtime.config import load_settings
 from workers.runtime.context import Context
 from workers.runtime.events import EventPublisher
 from workers.runtime.logs import get_logger
@@ -117,19 +117,6 @@ class PromptSettings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown encodings {sorted(unknown)}; known: {tokens.ENCODINGS}")
         return value
-
-
-def load_settings() -> PromptSettings:
-    """PromptSettings from the environment; an invalid value fails the start, naming it."""
-    try:
-        return PromptSettings()
-    except ValidationError as exc:
-        prefix = PromptSettings.model_config.get("env_prefix", "")
-        problems = "; ".join(
-            f"{prefix}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigurationError(f"invalid prompt configuration: {problems}") from None
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -824,7 +811,7 @@ async def build_context(
 
 @asynccontextmanager
 async def start(resources: Resources) -> AsyncIterator[PromptService]:
-    settings = load_settings()
+    settings = load_settings(PromptSettings)
     pool = await resources.postgres()
     await migrate(pool, SCHEMA, MIGRATIONS)
     # Load the encodings before taking requests (~0.1 s), not during the first one.
