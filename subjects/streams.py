@@ -25,6 +25,7 @@ from subjects import (
     STREAM_DLQ,
     STREAM_EVENTS,
     STREAM_JOBS,
+    filter_subject,
     job_consumer,
     listen_subject,
 )
@@ -35,7 +36,7 @@ STREAMS: tuple[StreamConfig, ...] = (
     StreamConfig(
         name=STREAM_EVENTS,
         description="Every tenant's component events; limits retention, replayable.",
-        subjects=["ai.v1.*.evt.>"],
+        subjects=[filter_subject("evt")],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
@@ -45,7 +46,7 @@ STREAMS: tuple[StreamConfig, ...] = (
     StreamConfig(
         name=STREAM_JOBS,
         description="Work queue of jobs; each message is removed once a worker acks it.",
-        subjects=["ai.v1.*.job.>"],
+        subjects=[filter_subject("job")],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
@@ -55,7 +56,7 @@ STREAMS: tuple[StreamConfig, ...] = (
     StreamConfig(
         name=STREAM_DLQ,
         description="Jobs that failed permanently or ran out of attempts, with the reason.",
-        subjects=["ai.v1.*.dlq.>"],
+        subjects=[filter_subject("dlq")],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
