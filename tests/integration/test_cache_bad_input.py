@@ -16,24 +16,21 @@ import msgpack
 import nats
 import pytest
 import redis.asyncio
-from google.protobuf import json_format
-from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from schemas.registry import rpc
 from schemas.v1.cache_pb2 import SetRequest
-from schemas.v1.common_pb2 import Error
-from subjects import HEADER_CONTENT_TYPE, HEADER_ERROR, HEADER_ERROR_CODE
+from subjects import HEADER_CONTENT_TYPE, HEADER_ERROR_CODE
 from tests.conftest import NATS_CONFIG
+from tests.support import wire
 from tests.support.fleet import running_worker
+from tests.support.wire import assert_error
 from workers.cache import service as cache
 from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.worker import Worker
 
 OPS = ["get", "set", "delete", "invalidate", "clear", "stats"]
 FORMATS = ["json", "msgpack", "protobuf"]
-CONTENT_TYPES = {"json": None, "msgpack": "application/msgpack", "protobuf": "application/protobuf"}
 MIB = 1024 * 1024
 
 # A valid request body per op, and one with a field of the wrong type (or, for ops without
@@ -104,43 +101,11 @@ def tenant() -> str:
 
 
 def encode(fmt: str, op: str, body: Any) -> bytes:
-    if fmt == "json":
-        return json.dumps(body).encode()
-    if fmt == "msgpack":
-        packed: bytes = msgpack.packb(body, use_bin_type=True)
-        return packed
-    found = rpc("cache", op)
-    assert found is not None
-    message: Message = found.request()
-    json_format.ParseDict(body, message)
-    return message.SerializeToString()
+    return wire.encode(fmt, "cache", op, body)
 
 
 async def send(conn: NATS, tenant: str, op: str, fmt: str, data: bytes) -> Msg:
-    content_type = CONTENT_TYPES[fmt]
-    headers = {HEADER_CONTENT_TYPE: content_type} if content_type else None
-    return await conn.request(f"ai.v1.{tenant}.req.cache.{op}", data, timeout=5, headers=headers)
-
-
-def error_of(fmt: str, msg: Msg) -> tuple[str, str, bool]:
-    """(code, message, retryable) decoded with the plain library of the request's encoding."""
-    if fmt == "protobuf":
-        err = Error.FromString(msg.data)
-        return err.code, err.message, err.retryable
-    data = json.loads(msg.data) if fmt == "json" else msgpack.unpackb(msg.data)
-    return data["code"], data["message"], data["retryable"]
-
-
-def assert_error(msg: Msg, fmt: str, status: int, code: str) -> None:
-    headers = msg.headers or {}
-    assert headers.get(HEADER_ERROR_CODE) == str(status), (headers, msg.data[:300])
-    got_code, message, retryable = error_of(fmt, msg)
-    assert got_code == code
-    assert retryable is False
-    assert message
-    assert headers.get(HEADER_ERROR) == " ".join(message.split())[:200]
-    assert "Traceback" not in message
-    assert "Error(" not in message
+    return await wire.send(conn, tenant, "cache", op, fmt, data, timeout=5)
 
 
 async def keys_naming(rdb: redis.asyncio.Redis, token: str) -> list[bytes]:

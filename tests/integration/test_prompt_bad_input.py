@@ -16,17 +16,14 @@ from typing import Any
 import msgpack
 import nats
 import pytest
-from google.protobuf import json_format
-from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from schemas.registry import rpc
-from schemas.v1.common_pb2 import Error
 from schemas.v1.prompt_pb2 import CreateTemplateRequest
-from subjects import HEADER_CONTENT_TYPE, HEADER_ERROR, HEADER_ERROR_CODE
+from tests.support import wire
 from tests.support.fleet import running_worker
 from tests.support.prompt import PromptDb, event_count
+from tests.support.wire import assert_error
 from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.prompt import service as prompt
 from workers.runtime.worker import Worker
@@ -41,7 +38,6 @@ OPS = [
     "build_context",
 ]
 FORMATS = ["json", "msgpack", "protobuf"]
-CONTENT_TYPES = {"json": None, "msgpack": "application/msgpack", "protobuf": "application/protobuf"}
 MIB = 1024 * 1024
 EMPTY = {"names": 0, "versions": 0, "labels": 0, "outbox": 0}
 
@@ -98,43 +94,11 @@ def tenant() -> str:
 
 
 def encode(fmt: str, op: str, body: Any) -> bytes:
-    if fmt == "json":
-        return json.dumps(body).encode()
-    if fmt == "msgpack":
-        packed: bytes = msgpack.packb(body, use_bin_type=True)
-        return packed
-    found = rpc("prompt", op)
-    assert found is not None
-    message: Message = found.request()
-    json_format.ParseDict(body, message)
-    return message.SerializeToString()
+    return wire.encode(fmt, "prompt", op, body)
 
 
 async def send(conn: NATS, tenant: str, op: str, fmt: str, data: bytes) -> Msg:
-    content_type = CONTENT_TYPES[fmt]
-    headers = {HEADER_CONTENT_TYPE: content_type} if content_type else None
-    return await conn.request(f"ai.v1.{tenant}.req.prompt.{op}", data, timeout=10, headers=headers)
-
-
-def error_of(fmt: str, msg: Msg) -> tuple[str, str, bool]:
-    if fmt == "protobuf":
-        err = Error.FromString(msg.data)
-        return err.code, err.message, err.retryable
-    data = json.loads(msg.data) if fmt == "json" else msgpack.unpackb(msg.data)
-    return data["code"], data["message"], data["retryable"]
-
-
-def assert_error(msg: Msg, fmt: str, status: int, code: str) -> str:
-    headers = msg.headers or {}
-    assert headers.get(HEADER_ERROR_CODE) == str(status), (headers, msg.data[:300])
-    got_code, message, retryable = error_of(fmt, msg)
-    assert got_code == code
-    assert retryable is False
-    assert message
-    assert headers.get(HEADER_ERROR) == " ".join(message.split())[:200]
-    assert "Traceback" not in message
-    assert "Error(" not in message
-    return message
+    return await wire.send(conn, tenant, "prompt", op, fmt, data, timeout=10)
 
 
 async def assert_nothing_written(db: PromptDb, conn: NATS, tenant: str) -> None:
