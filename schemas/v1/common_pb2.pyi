@@ -32,7 +32,8 @@ class Error(_message.Message):
     code: _builtins.str
     """Stable machine-readable code: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED,
     NOT_FOUND, CONFLICT, PAYLOAD_TOO_LARGE, UNPROCESSABLE, RATE_LIMITED, INTERNAL, UNAVAILABLE,
-    DEADLINE_EXCEEDED.
+    DEADLINE_EXCEEDED; over HTTP the bridge may also answer METHOD_NOT_ALLOWED (405),
+    REQUEST_TIMEOUT (408, a body that arrives too slowly) and UNSUPPORTED_MEDIA_TYPE (415).
     """
     message: _builtins.str
     """Short human-readable text; never an exception repr or a trace."""
