@@ -7,15 +7,17 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from subjects import listen_subject, request_subject
+
 T = TypeVar("T")
 
 TENANT = "bench"
-ECHO_SUBJECT = f"ai.v1.{TENANT}.req.echo.echo"
+ECHO_SUBJECT = request_subject(TENANT, "echo", "echo")
 # Raw nats-py listens on the same wildcard the runtime derives for the echo component.
-ECHO_LISTEN = "ai.v1.*.req.echo.echo"
+ECHO_LISTEN = listen_subject("req", "echo", "echo")
 ECHO_QUEUE = "echo"
-CACHE_GET_SUBJECT = f"ai.v1.{TENANT}.req.cache.get"
-CACHE_SET_SUBJECT = f"ai.v1.{TENANT}.req.cache.set"
+CACHE_GET_SUBJECT = request_subject(TENANT, "cache", "get")
+CACHE_SET_SUBJECT = request_subject(TENANT, "cache", "set")
 CACHE_KEY = "bench-key"
 
 MSGPACK_HEADERS = {"Content-Type": "application/msgpack"}

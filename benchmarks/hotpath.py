@@ -155,7 +155,7 @@ async def measure(otel: bool, n: int) -> dict[str, float]:
 
         def span() -> None:
             s = sdk_tracer.start_span(
-                "ai.v1.{tenant}.req.echo.echo", kind=SpanKind.SERVER, attributes=attributes
+                endpoints[0].template, kind=SpanKind.SERVER, attributes=attributes
             )
             token = otel_context.attach(set_span_in_context(s))
             otel_context.detach(token)

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import run_async
+from subjects import event_subject, filter_subject
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "llmops.json"
 TENANT = "bench"
-SUBJECT = f"ai.v1.{TENANT}.evt.gateway.llm_operation"
-FILTER = "ai.v1.*.evt.gateway.llm_operation"
+SUBJECT = event_subject(TENANT, "gateway", "llm_operation")
+FILTER = filter_subject("evt", component="gateway", name="llm_operation")
 
 GENERATE = """
 INSERT INTO llmops.operations (tenant, id, occurred_at, operation_type, model, provider,

@@ -35,6 +35,7 @@ from typing import Any
 import msgpack
 
 from benchmarks.common import TENANT, run_async
+from subjects import request_subject
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "prompt.json"
@@ -102,7 +103,7 @@ async def render_over_nats(nats_url: str, seconds: float) -> dict[str, Any]:
     import nats
 
     nc = await nats.connect(nats_url)
-    subject = f"ai.v1.{TENANT}.req.prompt.render"
+    subject = request_subject(TENANT, "prompt", "render")
     body = msgpack.packb({"name": TEMPLATE["name"], "variables": VARIABLES})
     latencies: list[float] = []
     errors = 0
@@ -157,7 +158,7 @@ async def context_over_nats(nats_url: str, budget: int, repeats: int) -> dict[st
     import nats
 
     nc = await nats.connect(nats_url, max_reconnect_attempts=0)
-    subject = f"ai.v1.{TENANT}.req.prompt.build_context"
+    subject = request_subject(TENANT, "prompt", "build_context")
     request = {
         "model": "gpt-4o",
         "budget_tokens": budget,
@@ -216,7 +217,7 @@ async def setup_template(nats_url: str) -> None:
     nc = await nats.connect(nats_url)
     body = msgpack.packb(TEMPLATE)
     msg = await nc.request(
-        f"ai.v1.{TENANT}.req.prompt.create_template", body, timeout=10, headers=HEADERS
+        request_subject(TENANT, "prompt", "create_template"), body, timeout=10, headers=HEADERS
     )
     assert not (msg.headers or {}).get("Nats-Service-Error-Code"), msg.data
     await nc.close()
