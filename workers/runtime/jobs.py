@@ -325,10 +325,12 @@ class JobRunner:
 
     async def _keep_alive(self, msg: Msg) -> None:
         interval = max(self._ack_wait / 3, 0.1)
-        with contextlib.suppress(Exception):
-            while True:
-                await asyncio.sleep(interval)
+        while True:
+            await asyncio.sleep(interval)
+            try:
                 await msg.in_progress()
+            except Exception as exc:  # reconnecting: keep beating, the next one may get through
+                self._log.debug("job keepalive missed", error=type(exc).__name__)
 
 
 class _OutOfAttempts(ServiceError):
