@@ -1,8 +1,9 @@
 """Shared fixtures: real NATS, PostgreSQL and Valkey servers, no mocks.
 
-Session servers start lazily (a unit-test run starts none), once per session, and are stopped
-at the end even when tests fail. Fault tests that kill or restart a server take their own from
-a factory fixture, so the session servers other tests rely on are never disturbed.
+Servers start lazily (a unit-test run starts none) and are stopped even when tests fail:
+PostgreSQL and Valkey once per session, nats-server once per test module. Fault tests that
+kill or restart a server take their own from a factory fixture, so the servers other tests rely
+on are never disturbed.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ PostgresFactory = Callable[..., EmbeddedPostgres]
 ValkeyFactory = Callable[..., EmbeddedValkey]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    """nats-server with JetStream, configured by the repository's nats-server.conf."""
+    """nats-server with JetStream and the repository's nats-server.conf, one per test module
+    (it starts in milliseconds): a worker one module leaves running can neither answer nor be
+    counted in another module's tests."""
     server = EmbeddedNats(tmp_path_factory.mktemp("nats"), config=NATS_CONFIG)
     server.start()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -41,24 +41,11 @@ from subjects import (
     event_subject,
     request_subject,
 )
-from tests.conftest import NATS_CONFIG
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
 from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    """This module's own nats-server (overrides the session one): a worker another module
-    leaves running on the shared server can neither answer nor be counted in these tests."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), config=NATS_CONFIG)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

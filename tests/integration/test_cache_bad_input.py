@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -21,7 +21,6 @@ from nats.aio.msg import Msg
 
 from schemas.v1.cache_pb2 import SetRequest
 from subjects import HEADER_CONTENT_TYPE, HEADER_ERROR_CODE
-from tests.conftest import NATS_CONFIG
 from tests.support import wire
 from tests.support.fleet import running_worker
 from tests.support.wire import assert_error
@@ -56,18 +55,6 @@ MALFORMED = {
     "msgpack": b"\xc1",
     "protobuf": b"\xff\xff\xff",
 }
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    """This module's own nats-server (overrides the session one): a worker another module
-    leaves running on the shared server can neither answer nor be counted in these tests."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), config=NATS_CONFIG)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

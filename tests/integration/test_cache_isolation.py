@@ -7,7 +7,7 @@ patterns that spell a's Redis key names, so a prefix mix-up anywhere would show.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
@@ -29,7 +29,6 @@ from schemas.v1.cache_pb2 import (
     StatsResponse,
 )
 from subjects import STREAM_EVENTS, cache_key_prefix, cache_stats_key, event_subject
-from tests.conftest import NATS_CONFIG
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
 from workers.embedded import EmbeddedNats, EmbeddedValkey
@@ -37,18 +36,6 @@ from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 
 KEYS = ("k1", "k2", "user:1")
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    """This module's own nats-server (overrides the session one): a worker another module
-    leaves running on the shared server can neither answer nor be counted in these tests."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), config=NATS_CONFIG)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

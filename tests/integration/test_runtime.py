@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,6 @@ from subjects import (
     HEADER_TIMEOUT_MS,
     request_subject,
 )
-from tests.conftest import NATS_CONFIG
 from tests.support import echo
 from tests.support.fleet import running_worker
 from tests.support.testkit_pb2 import EchoReply, EchoRequest
@@ -51,18 +50,6 @@ from workers.runtime.worker import Worker
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "secret internal detail"
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    """This module's own nats-server (overrides the session one): a worker another module
-    leaves running on the shared server can neither answer nor be counted in these tests."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), config=NATS_CONFIG)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from subjects import STREAM_EVENTS, event_subject, request_subject
-from tests.conftest import NATS_CONFIG
 from tests.support import echo
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
@@ -59,18 +58,6 @@ class Telemetry:
             if m.name == metric
             for point in m.data.data_points
         ]
-
-
-@pytest.fixture(scope="module")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    """This module's own nats-server (overrides the session one): a worker another module
-    leaves running on the shared server can neither answer nor be counted in these tests."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), config=NATS_CONFIG)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
