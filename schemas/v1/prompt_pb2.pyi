@@ -37,34 +37,6 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class ChatMessage(_message.Message):
-    """One chat message. Roles: system, developer, user, assistant, tool."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ROLE_FIELD_NUMBER: _builtins.int
-    CONTENT_FIELD_NUMBER: _builtins.int
-    NAME_FIELD_NUMBER: _builtins.int
-    role: _builtins.str
-    content: _builtins.str
-    name: _builtins.str
-    """Optional participant name (as in OpenAI's chat format)."""
-    def __init__(
-        self,
-        *,
-        role: _builtins.str = ...,
-        content: _builtins.str = ...,
-        name: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "name", b"name", "role", b"role"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
-
-@_typing.final
 class Template(_message.Message):
     """One version of a template."""
 
@@ -90,7 +62,7 @@ class Template(_message.Message):
     created_by: _builtins.str
     """X-User-ID of the request that created the version, when it carried one."""
     @_builtins.property
-    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """The templates of a chat template, in order; placeholders only in `content`."""
 
     @_builtins.property
@@ -118,7 +90,7 @@ class Template(_message.Message):
         version: _builtins.int = ...,
         kind: _builtins.str = ...,
         text: _builtins.str = ...,
-        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+        messages: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
         config: _struct_pb2.Struct | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
         variables: _abc.Iterable[_builtins.str] | None = ...,
@@ -149,7 +121,7 @@ class CreateTemplateRequest(_message.Message):
     text: _builtins.str
     """Exactly one of `text` (a text template) and `messages` (a chat template)."""
     @_builtins.property
-    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]: ...
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]: ...
     @_builtins.property
     def config(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -163,7 +135,7 @@ class CreateTemplateRequest(_message.Message):
         *,
         name: _builtins.str = ...,
         text: _builtins.str = ...,
-        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+        messages: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
         config: _struct_pb2.Struct | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
         labels: _abc.Iterable[_builtins.str] | None = ...,
@@ -558,7 +530,7 @@ class RenderResponse(_message.Message):
     text: _builtins.str
     """The rendered text (text templates) or messages (chat templates)."""
     @_builtins.property
-    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]: ...
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]: ...
     @_builtins.property
     def config(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -572,7 +544,7 @@ class RenderResponse(_message.Message):
         version: _builtins.int = ...,
         kind: _builtins.str = ...,
         text: _builtins.str = ...,
-        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+        messages: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
         config: _struct_pb2.Struct | None = ...,
         unused_variables: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
@@ -626,7 +598,7 @@ class BuildContextRequest(_message.Message):
     system_prompt: _builtins.str
     """Always kept; may be empty."""
     @_builtins.property
-    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """The conversation, oldest first; at least one message. A turn starts at each `user`
         message; the newest turn (from the last `user` message on) is always kept.
         """
@@ -643,7 +615,7 @@ class BuildContextRequest(_message.Message):
         model: _builtins.str = ...,
         budget_tokens: _builtins.int = ...,
         system_prompt: _builtins.str = ...,
-        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+        messages: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
         documents: _abc.Iterable[Global___ContextDocument] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -677,7 +649,7 @@ class BuildContextResponse(_message.Message):
     dropped_tokens: _builtins.int
     """Tokens the dropped messages would have taken."""
     @_builtins.property
-    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """System prompt, documents message, then the kept turns, in order."""
 
     @_builtins.property
@@ -695,7 +667,7 @@ class BuildContextResponse(_message.Message):
     def __init__(
         self,
         *,
-        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+        messages: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
         message_tokens: _abc.Iterable[_builtins.int] | None = ...,
         total_tokens: _builtins.int = ...,
         budget_tokens: _builtins.int = ...,

@@ -15,11 +15,10 @@ from nats.aio.client import Client as NATS
 
 from schemas.codec import JSON_CODEC, MSGPACK_CODEC, PROTOBUF_CODEC, Codec
 from schemas.errors import BadRequest, Conflict, NotFound, Unprocessable
-from schemas.v1.common_pb2 import PageRequest
+from schemas.v1.common_pb2 import ChatMessage, PageRequest
 from schemas.v1.prompt_pb2 import (
     BuildContextRequest,
     BuildContextResponse,
-    ChatMessage,
     ContextDocument,
     CreateTemplateRequest,
     CreateTemplateResponse,

@@ -13,10 +13,10 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from schemas.errors import NotFound
+from schemas.v1.common_pb2 import ChatMessage
 from schemas.v1.prompt_pb2 import (
     BuildContextRequest,
     BuildContextResponse,
-    ChatMessage,
     CreateTemplateRequest,
     CreateTemplateResponse,
     DeleteTemplateRequest,

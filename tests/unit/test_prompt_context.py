@@ -8,7 +8,8 @@ import random
 import pytest
 
 from schemas.errors import Unprocessable
-from schemas.v1.prompt_pb2 import BuildContextRequest, ChatMessage, ContextDocument
+from schemas.v1.common_pb2 import ChatMessage
+from schemas.v1.prompt_pb2 import BuildContextRequest, ContextDocument
 from workers.prompt import tokens
 from workers.prompt.service import build_context, documents_content, turns_of
 

@@ -33,11 +33,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from schemas.v1 import prompt_pb2
-from schemas.v1.common_pb2 import PageResponse
+from schemas.v1.common_pb2 import ChatMessage, PageResponse
 from schemas.v1.prompt_pb2 import (
     BuildContextRequest,
     BuildContextResponse,
-    ChatMessage,
     CreateTemplateRequest,
     CreateTemplateResponse,
     DeleteTemplateRequest,
