@@ -158,3 +158,13 @@ def cache_key_prefix(tenant: str) -> str:
 
 def cache_stats_key(tenant: str) -> str:
     return f"aifleet:cache-stats:{{{check_tenant(tenant)}}}"
+
+
+def gateway_usage_prefix(tenant: str) -> str:
+    """Redis key prefix of a tenant's gateway usage counters (requests, tokens, spend), shared
+    by every gateway replica."""
+    return f"aifleet:gateway-usage:{{{check_tenant(tenant)}}}:"
+
+
+# Exact-response-cache keys of the gateway inside the tenant's cache (through the cache component).
+GATEWAY_CACHE_KEY_PREFIX = "gateway:response:"
