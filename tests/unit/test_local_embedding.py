@@ -13,13 +13,16 @@ import onnxruntime
 import pytest
 
 from workers.gateway.embedding import (
+    CHUNK,
     DIMENSIONS,
     MAX_TOKENS,
     MODEL_SHA256,
     TOKENIZER_FILE,
     TOKENIZER_SHA256,
+    TOKENS_PER_RUN,
     MiniLM,
     ModelFileMismatch,
+    chunks,
     model_file,
 )
 
@@ -111,6 +114,25 @@ def test_batch_equals_one_by_one_across_chunks(model: MiniLM) -> None:
     batch = model.embed(texts)
     alone = np.stack([model.embed([text])[0] for text in texts])
     np.testing.assert_allclose(batch, alone, atol=1e-5)
+
+
+def test_runs_respect_the_row_and_token_limits() -> None:
+    """Short rows go 64 to a run, 256-token rows 8 to a run; every row lands exactly once."""
+    lengths = [12] * 100 + [MAX_TOKENS] * 20
+    runs = chunks(sorted(range(len(lengths)), key=lengths.__getitem__), lengths)
+    assert [len(run) for run in runs] == [CHUNK, 36, 8, 8, 4]
+    assert sorted(i for run in runs for i in run) == list(range(len(lengths)))
+    assert all(len(run) * max(lengths[i] for i in run) <= TOKENS_PER_RUN for run in runs)
+
+
+def test_long_texts_in_one_call_match_texts_embedded_alone(model: MiniLM) -> None:
+    """Twenty truncated texts, split into several runs, give their one-by-one vectors."""
+    texts = [
+        f"document {i}: " + "the quarterly report lists every open invoice " * 40 for i in range(20)
+    ]
+    batch = model.embed(texts)
+    np.testing.assert_allclose(batch[::7], model.embed(texts[::7]), atol=1e-5)
+    np.testing.assert_allclose(batch[5], model.embed([texts[5]])[0], atol=1e-5)
 
 
 def test_rows_follow_the_order_of_the_texts(model: MiniLM) -> None:

@@ -6,6 +6,11 @@ beside this module in `models/all-minilm-l6-v2/`. Both files are checked against
 digests below before anything is built from them, and the bytes that were hashed are the bytes
 that are loaded, so a file swapped after the check cannot slip in.
 
+Memory: the file stores int8 weights with Cast/Mul nodes; onnxruntime's graph optimisation folds
+them into fp32 constants, so a loaded session holds ~190 MB (plus ~25 MB for importing
+onnxruntime) and runs fp32 matmuls, and a batch gives exactly the vectors of its texts embedded
+one by one. Activations add up to ~150-300 MB more for long texts (see TOKENS_PER_RUN).
+
 No litellm here: importing this module costs numpy only; onnxruntime and tokenizers are
 imported by `MiniLM.load`.
 
@@ -33,8 +38,11 @@ MODEL_NAME = "all-minilm-l6-v2"
 DIMENSIONS = 384
 # all-MiniLM-L6-v2 was trained on sequences of at most 256 word pieces ([CLS] and [SEP] included).
 MAX_TOKENS = 256
-# Rows per `session.run`: bounds the activations (64 x 256 tokens is ~150 MB at the peak).
+# What one `session.run` may take: at most CHUNK rows and TOKENS_PER_RUN padded tokens. Memory
+# grows with both (64 rows of 256 tokens peak at ~1.3 GB, 8 of them at ~150 MB) while texts/s
+# does not grow past ~8 long rows; 64 short sentences (~30 tokens) still go in one run.
 CHUNK = 64
+TOKENS_PER_RUN = 2048
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
@@ -68,6 +76,16 @@ def read_verified(path: Path, expected: str) -> bytes:
     if actual != expected:
         raise ModelFileMismatch(path, expected, actual)
     return data
+
+
+def chunks(order: list[int], lengths: list[int]) -> list[list[int]]:
+    """Split rows sorted by length into runs of at most CHUNK rows and TOKENS_PER_RUN tokens."""
+    runs: list[list[int]] = []
+    for i in order:
+        if not runs or len(runs[-1]) == CHUNK or (len(runs[-1]) + 1) * lengths[i] > TOKENS_PER_RUN:
+            runs.append([])
+        runs[-1].append(i)
+    return runs
 
 
 class MiniLM:
@@ -123,14 +141,13 @@ class MiniLM:
     def embed(self, texts: Sequence[str]) -> Vectors:
         """One L2-normalised float32 row per text, in the order given; shape (len(texts), 384).
 
-        Rows are sorted by token count and run in chunks of CHUNK, so a chunk's padding is small
-        and memory stays bounded whatever the batch size.
+        Rows are sorted by token count and run in chunks (see TOKENS_PER_RUN), so a chunk's
+        padding is small and memory stays bounded whatever the batch size.
         """
         encodings = self._encode(texts)
+        lengths = [len(e.ids) for e in encodings]
         out = np.empty((len(encodings), DIMENSIONS), dtype=np.float32)
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), CHUNK):
-            rows = order[start : start + CHUNK]
+        for rows in chunks(sorted(range(len(lengths)), key=lengths.__getitem__), lengths):
             out[rows] = self._run([encodings[i] for i in rows])
         return out
 
