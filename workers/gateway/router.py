@@ -6,6 +6,7 @@ environment so the import reads no `.env` and fetches nothing).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ from workers.gateway.offline import PROVIDER, AifleetProvider
 from workers.runtime.config import ConfigurationError
 
 litellm.suppress_debug_info = True
+# litellm logs every provider failure at ERROR with its own format; the gateway reports each one
+# itself (error reply, llm_operation event, span), so its loggers only speak for critical issues.
+for _logger in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+    logging.getLogger(_logger).setLevel(logging.CRITICAL)
 litellm.telemetry = False
 litellm.disable_hf_tokenizer_download = True
 
@@ -265,10 +270,15 @@ def provider_error(exc: BaseException) -> ServiceError | None:
 
 
 def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    try:
-        value = headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    """The provider's Retry-After, which litellm keeps in `litellm_response_headers`."""
+    for headers in (
+        getattr(exc, "litellm_response_headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+    ):
+        value = (headers or {}).get("retry-after")
+        if value is not None:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None
