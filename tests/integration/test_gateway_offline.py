@@ -27,7 +27,13 @@ from schemas.v1.gateway_pb2 import (
 from schemas.v1.llmops_pb2 import LlmOperationEvent
 from subjects import HEADER_MSG_ID
 from tests.conftest import NatsFactory
-from tests.support.gateway import configure, connected, operations, running_gateway
+from tests.support.gateway import (
+    configure,
+    connected,
+    fresh_minute,
+    operations,
+    running_gateway,
+)
 from tests.support.polling import eventually
 from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.gateway.offline import NOTICE
@@ -249,6 +255,7 @@ async def test_rate_limits_report_this_minutes_usage(
     worker: Worker, client: Client, tenant: str
 ) -> None:
     """rate_limits counts the tenant's requests and tokens of the current minute."""
+    await fresh_minute()
     reply = await generate(client, tenant, ask("count me", cache={"skip": True}))
     limits = await client.call(
         tenant, "gateway", "rate_limits", RateLimitsRequest(), RateLimitsResponse
@@ -299,9 +306,7 @@ async def test_bad_generate_requests_get_the_documented_error(
         await generate(client, tenant, ask("x", **fields))
 
 
-async def _ops(
-    nc: NATS, tenant: str, n: int
-) -> list[tuple[Mapping[str, str], LlmOperationEvent]]:
+async def _ops(nc: NATS, tenant: str, n: int) -> list[tuple[Mapping[str, str], LlmOperationEvent]]:
     """The tenant's operation events once there are at least `n` (empty before)."""
     found = await operations(nc, tenant)
     return found if len(found) >= n else []
@@ -315,6 +320,7 @@ async def test_tenant_over_its_request_limit_gets_429(
     server = nats_factory()
     async with running_gateway(server.url, valkey.url), connected(server.url) as nc:
         client = Client(nc, timeout=20.0)
+        await fresh_minute()
         for _ in range(2):
             await generate(client, tenant, ask("hi", cache={"skip": True}))
         with pytest.raises(RateLimited) as refused:

@@ -30,6 +30,7 @@ from tests.support.gateway import (
     configure,
     connected,
     deployment,
+    fresh_minute,
     model_list,
     operations,
     running_gateway,
@@ -366,6 +367,7 @@ async def test_limits_are_shared_by_two_gateway_processes(
         await asyncio.gather(*(r.start(timeout=60) for r in replicas))
         async with connected(server.url) as nc:
             client = Client(nc, timeout=20.0)
+            await fresh_minute()
             outcomes = await asyncio.gather(
                 *(generate(client, tenant, ask(f"r{i}")) for i in range(12)),
                 return_exceptions=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -58,6 +60,15 @@ async def running_gateway(
         **overrides,
     ) as worker:
         yield worker
+
+
+async def fresh_minute(needed: float = 10.0) -> None:
+    """Wait for the next UTC minute if fewer than `needed` seconds are left in this one: the
+    gateway's request and token windows are fixed minutes, and a test counting within one must
+    not straddle two."""
+    left = 60 - time.time() % 60
+    if left < needed:
+        await asyncio.sleep(left + 0.05)
 
 
 @asynccontextmanager

@@ -89,9 +89,8 @@ class TenantQuota:
         self._redis = client
 
     async def admit(self, tenant: str, limits: TenantLimits) -> None:
-        """Count one request, or raise 429 naming the exhausted limit and when it resets."""
-        if not (limits.requests_per_minute or limits.tokens_per_minute or limits.budget_usd):
-            return
+        """Count one request, or raise 429 naming the exhausted limit and when it resets.
+        Requests are counted without limits too, so `rate_limits` always shows the usage."""
         w = _windows(tenant, limits.budget_period, time.time())
         (exhausted,) = await self._admit(
             keys=[w.requests, w.tokens, w.spend],
