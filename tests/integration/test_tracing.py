@@ -249,3 +249,66 @@ async def test_trace_context_is_carried_on_to_events(
     version, event_trace, event_parent, _flags = event.headers["traceparent"].split("-")
     assert (version, event_trace) == ("00", trace_id)
     assert int(event_parent, 16) == server.context.span_id
+
+
+@pytest.fixture
+async def gateway_worker(
+    telemetry: Telemetry,
+    nats_server: EmbeddedNats,
+    valkey: EmbeddedValkey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Worker]:
+    from workers.gateway import service as gateway
+
+    monkeypatch.setenv("AIFLEET_GATEWAY_CACHE_TTL_SECONDS", "0")
+    async with running_worker([gateway.component], nats_server.url, redis_url=valkey.url) as w:
+        yield w
+
+
+async def test_llm_call_is_a_gen_ai_client_span_inside_the_request_span(
+    gateway_worker: Worker, nc: NATS, telemetry: Telemetry, tenant: str
+) -> None:
+    """generate → a CLIENT span "chat offline" with gen_ai attributes, child of the SERVER span;
+    prompt and completion text are not recorded by default."""
+    header, trace_id, _ = traceparent()
+    body = {"messages": [{"role": "user", "content": "private words"}], "max_tokens": 50}
+    reply = await nc.request(
+        request_subject(tenant, "gateway", "generate"),
+        json.dumps(body).encode(),
+        timeout=20,
+        headers={"traceparent": header},
+    )
+    usage = json.loads(reply.data)["usage"]
+    spans = await eventually(lambda: [s for s in spans_of_trace(telemetry, trace_id)() if s.parent])
+    by_name = {s.name: s for s in spans}
+    client, server = by_name["chat offline"], by_name["ai.v1.{tenant}.req.gateway.generate"]
+    assert client.kind is SpanKind.CLIENT
+    assert client.parent is not None
+    assert client.parent.span_id == server.context.span_id
+    attributes = dict(client.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.request.model"] == "offline"
+    assert attributes["gen_ai.response.model"] == "aifleet/offline"
+    assert attributes["gen_ai.provider.name"] == "aifleet"
+    assert attributes["gen_ai.request.max_tokens"] == 50
+    assert attributes["gen_ai.usage.input_tokens"] == int(usage["prompt_tokens"])
+    assert attributes["gen_ai.usage.output_tokens"] == int(usage["completion_tokens"])
+    assert "private words" not in json.dumps({k: str(v) for k, v in attributes.items()})
+
+
+async def test_gen_ai_metrics_carry_model_and_provider_not_tenant(
+    gateway_worker: Worker, nc: NATS, telemetry: Telemetry, tenant: str
+) -> None:
+    """gen_ai.client.token.usage and operation.duration: bounded attributes, no tenant."""
+    body = {"messages": [{"role": "user", "content": "count me"}]}
+    await nc.request(
+        request_subject(tenant, "gateway", "generate"), json.dumps(body).encode(), timeout=20
+    )
+    tokens = telemetry.data_points("gen_ai.client.token.usage")
+    assert {dict(p.attributes)["gen_ai.token.type"] for p in tokens} == {"input", "output"}
+    for metric in ("gen_ai.client.token.usage", "gen_ai.client.operation.duration"):
+        for point in telemetry.data_points(metric):
+            attributes = dict(point.attributes)
+            assert attributes["gen_ai.request.model"] == "offline"
+            assert attributes["gen_ai.provider.name"] == "aifleet"
+            assert tenant not in " ".join(str(v) for v in attributes.values())
