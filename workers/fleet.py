@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workers.components import available, load
+from workers.runtime.component import preload
 from workers.runtime.config import Settings
 from workers.runtime.worker import Worker
 
@@ -38,6 +39,9 @@ async def run_fleet(
     from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 
     began = time.monotonic()
+    components = [load(name) for name in available()]
+    # Heavy imports run while the embedded servers start, not after.
+    preloading = preload(components)
     bridge = _bind_bridge(bridge_port, console) if bridge_port else None
     bridge_task: asyncio.Task[None] | None = None
     embedded: dict[str, Any] = {}
@@ -62,7 +66,7 @@ async def run_fleet(
             raise failed[0]
         urls = [str(r) for r in results]
         settings = settings.model_copy(update=dict(zip(embedded, urls, strict=True)))
-        components = [load(name) for name in available()]
+        await preloading
         worker = Worker(components, settings)
         run = asyncio.create_task(worker.run())
         ready = asyncio.create_task(worker.ready.wait())

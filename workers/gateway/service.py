@@ -320,8 +320,8 @@ def _field(item: Any, name: str) -> Any:
 async def start(resources: Resources) -> AsyncIterator[GatewayService]:
     settings = load_settings(GatewaySettings)
     config = load_config(settings)
-    # The import and the Router are built off the event loop: ~2 s the other components of
-    # the process do not wait for.
+    # Imported by `preload` in a thread while the process connected; the Router is built off
+    # the event loop too.
     from workers.gateway.router import ModelRouter
 
     router = await asyncio.to_thread(ModelRouter, config, embed_threads=settings.embed_threads)
@@ -358,8 +358,14 @@ async def _purge_expired(store: list[SemanticCache]) -> None:
                 await store[0].purge_expired()
 
 
+def import_litellm() -> None:
+    """litellm's import (~2 s, ~165 MB) is the gateway's whole cold start."""
+    import workers.gateway.router  # noqa: F401
+
+
 component = Component(
     gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"],
     start=start,
+    preload=import_litellm,
     description="LLM gateway: routing, streaming, embeddings, limits, caching and cost",
 )

@@ -9,7 +9,8 @@ closed when the worker stops. The runtime checks at start that every rpc has its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,6 +36,10 @@ class Component:
     # Events consumed from AI_EVENTS through the durable consumer `<component>-events`:
     # `{"<publisher>.<event>": "<op>"}`; the op's request message decodes the event body.
     events: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # Blocking start-up work needing no server (importing a heavy library, loading a model): run
+    # in a thread while the process connects, so it overlaps with the servers coming up instead
+    # of adding to the start. Must be idempotent; `start` still works if it never ran.
+    preload: Callable[[], None] | None = field(default=None, hash=False)
 
     @property
     def name(self) -> str:
@@ -55,3 +60,8 @@ class Component:
             rpc = self.rpcs.get(op)
             if rpc is None or rpc.streaming:
                 raise ValueError(f"{self.name}: event {key} needs a unary rpc, not {op!r}")
+
+
+def preload(components: Sequence[Component]) -> asyncio.Future[list[None]]:
+    """Start every component's `preload` in a thread now; await the result before `start`."""
+    return asyncio.gather(*(asyncio.to_thread(c.preload) for c in components if c.preload))

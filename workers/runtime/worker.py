@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 
 from subjects import service_name
 from subjects.streams import provision_streams
-from workers.runtime.component import Component
+from workers.runtime.component import Component, preload
 from workers.runtime.config import Settings
 from workers.runtime.endpoints import Endpoint, RequestServer
 from workers.runtime.jobs import Consumption, JobRunner
@@ -121,12 +121,14 @@ class Worker:
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
+        preloads = preload(self.components)
         nc = self._given_nc or await connect(
             self.settings, name="aifleet:" + ",".join(c.name for c in self.components)
         )
         self.nc = nc
         resources = self.resources = Resources(nc, self.settings)
         await provision_streams(resources.js)
+        await preloads
         tracing = tracing_enabled()
         for component in self.components:
             impl = await self._stack.enter_async_context(component.start(resources))
