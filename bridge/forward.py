@@ -13,17 +13,20 @@ from the reply inbox.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from nats.aio.msg import Msg
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from bridge.auth import DevAuth, JwtAuth
+from bridge.auth import Caller, DevAuth, JwtAuth
 from bridge.config import BridgeSettings
 from bridge.errors import JSON, UnsupportedMediaType, error_response, raise_for_reply
 from bridge.limits import ClientGone, RateLimiter, read_body, retry_after
@@ -37,6 +40,7 @@ from schemas.errors import (
     ServiceError,
     Unauthenticated,
 )
+from schemas.registry import Rpc
 from subjects import (
     HEADER_CONTENT_TYPE,
     HEADER_REQUEST_ID,
@@ -54,8 +58,27 @@ _TIMEOUT_KEY = HEADER_TIMEOUT_MS.lower()
 Headers = dict[str, str]  # request headers: lower-case name -> value
 
 
+@dataclass(slots=True)
+class Exchange:
+    """One HTTP request on its way through the forwarder: what every route needs of it."""
+
+    scope: Scope
+    receive: Receive
+    headers: Headers
+    started: float
+    out: dict[str, str]  # response headers: X-Request-ID, Retry-After, ...
+    tracing: bool = False
+    caller: Caller | None = None
+    deadline: float = 0.0
+
+
+Respond = Callable[[Exchange], Awaitable[Response]]
+Render = Callable[[ServiceError, dict[str, str]], Response]
+
+
 class Forwarder:
-    """The endpoint of every rpc route."""
+    """The endpoint of every rpc route; `serve`, `admit`, `request` and `stream` let other
+    endpoints (the OpenAI surface) go through the same auth, limits, deadline and tracing."""
 
     def __init__(
         self,
@@ -76,120 +99,134 @@ class Forwarder:
     async def __call__(
         self, binding: Binding, path: dict[str, str], scope: Scope, receive: Receive, send: Send
     ) -> None:
+        async def respond(ex: Exchange) -> Response:
+            return await self._respond(binding, path, ex)
+
+        await self.serve(
+            binding.method, binding.openapi_path, binding.rpc, scope, receive, send, respond
+        )
+
+    async def serve(
+        self,
+        method: str,
+        route: str,
+        rpc: Rpc,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        respond: Respond,
+        render: Render = error_response,
+    ) -> None:
+        """Answer one request with `respond`; a refusal or failure is answered by `render`."""
         started = time.monotonic()
         # One pass over the raw headers; names are lower case in ASGI; the first of a repeated
         # header wins.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         given = headers.get(_REQUEST_ID_KEY)
         request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        ex = Exchange(scope, receive, headers, started, {HEADER_REQUEST_ID: request_id})
         if not self.tracing:
-            await self._serve(
-                binding, path, scope, receive, send, headers, request_id, started, False
-            )
+            await self._serve(ex, send, route, respond, render)
             return
         with tracer.start_as_current_span(
-            f"{binding.method} {binding.openapi_path}",
+            f"{method} {route}",
             context=_extract(headers),
             kind=SpanKind.SERVER,
             attributes={
-                "http.request.method": binding.method,
-                "http.route": binding.openapi_path,
+                "http.request.method": method,
+                "http.route": route,
                 "rpc.system": "aifleet",
-                "rpc.service": binding.rpc.method.containing_service.full_name,
-                "rpc.method": binding.rpc.method.name,
+                "rpc.service": rpc.method.containing_service.full_name,
+                "rpc.method": rpc.method.name,
             },
         ) as span:
-            status = await self._serve(
-                binding, path, scope, receive, send, headers, request_id, started, True
-            )
+            ex.tracing = True
+            status = await self._serve(ex, send, route, respond, render)
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
 
     async def _serve(
-        self,
-        binding: Binding,
-        path: dict[str, str],
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        headers: Headers,
-        request_id: str,
-        started: float,
-        tracing: bool,
+        self, ex: Exchange, send: Send, route: str, respond: Respond, render: Render
     ) -> int:
-        out = {HEADER_REQUEST_ID: request_id}
         try:
-            response = await self._respond(
-                binding, path, scope, receive, headers, request_id, started, out, tracing
-            )
+            response = await respond(ex)
         except ClientGone:
             return 499
         except ServiceError as exc:
             if isinstance(exc, RateLimited):
-                out["Retry-After"] = retry_after(exc)
+                ex.out["Retry-After"] = _retry_after(exc)
             elif isinstance(exc, Unauthenticated):
-                out["WWW-Authenticate"] = 'Bearer realm="aifleet"'
-            response = error_response(exc, out)
+                ex.out["WWW-Authenticate"] = 'Bearer realm="aifleet"'
+            response = render(exc, ex.out)
         except Exception as exc:
-            self.log.error("bridge request failed", route=binding.template, exc_info=exc)
-            response = error_response(Internal("internal error"), out)
-        await response(scope, receive, send)
+            self.log.error("bridge request failed", route=route, exc_info=exc)
+            response = render(Internal("internal error"), ex.out)
+        await response(ex.scope, ex.receive, send)
         return response.status_code
 
-    async def _respond(
-        self,
-        binding: Binding,
-        path: dict[str, str],
-        scope: Scope,
-        receive: Receive,
-        headers: Headers,
-        request_id: str,
-        started: float,
-        out: dict[str, str],
-        tracing: bool,
-    ) -> Response:
-        caller = self.auth.authenticate(headers)
+    async def admit(self, ex: Exchange, *, takes_body: bool) -> bytes:
+        """Authenticate (401/403), spend a token of the tenant's rate (429), set the deadline,
+        then read the body (413/408/415), or refuse one on a route that takes none."""
+        caller = ex.caller = self.auth.authenticate(ex.headers)
         self.limiter.take(caller.tenant)
-        deadline = started + _timeout(headers, self.settings.request_timeout)
-        body = b""
-        if binding.takes_body:
-            _check_content_type(headers)
-            body = await read_body(
-                headers,
-                receive,
+        deadline = ex.deadline = ex.started + _timeout(ex.headers, self.settings.request_timeout)
+        if takes_body:
+            _check_content_type(ex.headers)
+            return await read_body(
+                ex.headers,
+                ex.receive,
                 limit=self.settings.max_body_bytes,
                 timeout=min(self.settings.body_timeout, deadline - time.monotonic()),
             )
-        elif _has_body(headers):
-            raise BadRequest(f"{binding.method} {binding.openapi_path} takes no body")
-        payload = request_payload(binding, path, scope.get("query_string", b""), body)
+        if _has_body(ex.headers):
+            raise BadRequest(f"{ex.scope['method']} {ex.scope['path'][:200]} takes no body")
+        return b""
+
+    async def request(self, ex: Exchange, rpc: Rpc, payload: bytes) -> Msg:
+        """The admitted caller's JSON request to `rpc`; an error reply raises its error."""
         client = await self.client()
-        subject = request_subject(caller.tenant, binding.rpc.component, binding.rpc.op)
-        remaining = deadline - time.monotonic()
+        subject, headers, remaining = self._outgoing(ex, rpc)
+        reply = await client.request(subject, payload, headers, remaining)
+        raise_for_reply(reply)
+        return reply
+
+    async def stream(self, ex: Exchange, rpc: Rpc, payload: bytes) -> AsyncIterator[Msg]:
+        """The replies of a streaming `rpc`, raw (closing the iterator unsubscribes)."""
+        client = await self.client()
+        subject, headers, remaining = self._outgoing(ex, rpc)
+        return client.stream_raw(subject, payload, headers, remaining)
+
+    def _outgoing(self, ex: Exchange, rpc: Rpc) -> tuple[str, dict[str, str], float]:
+        """Subject, NATS headers and time left of a request of the admitted caller."""
+        caller = ex.caller
+        assert caller is not None, "admit() first"
+        remaining = ex.deadline - time.monotonic()
         nats_headers = {
             HEADER_CONTENT_TYPE: JSON,
-            HEADER_REQUEST_ID: request_id,
+            HEADER_REQUEST_ID: ex.out[HEADER_REQUEST_ID],
             HEADER_TIMEOUT_MS: str(max(1, int(remaining * 1000))),
         }
         if caller.user:
             nats_headers[HEADER_USER_ID] = caller.user
-        if tracing:
+        if ex.tracing:
             inject(nats_headers)
         else:
             for name in TRACE_HEADERS:
-                value = headers.get(name)
+                value = ex.headers.get(name)
                 if value:
                     nats_headers[name] = value
+        return request_subject(caller.tenant, rpc.component, rpc.op), nats_headers, remaining
+
+    async def _respond(self, binding: Binding, path: dict[str, str], ex: Exchange) -> Response:
+        body = await self.admit(ex, takes_body=binding.takes_body)
+        payload = request_payload(binding, path, ex.scope.get("query_string", b""), body)
         if binding.rpc.streaming:
-            stream = client.stream_raw(subject, payload, nats_headers, remaining)
-            return await sse_response(stream, out)
-        reply = await client.request(subject, payload, nats_headers, remaining)
-        raise_for_reply(reply)
-        data = reply.data
+            return await sse_response(await self.stream(ex, binding.rpc, payload), ex.out)
+        data = (await self.request(ex, binding.rpc, payload)).data
         if binding.response_body:
             data = _field(data, binding.response_body)
-        return JsonReply(data, out)
+        return JsonReply(data, ex.out)
 
 
 class JsonReply(Response):
@@ -206,6 +243,14 @@ class JsonReply(Response):
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.extra.items()]
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         await send({"type": "http.response.body", "body": self.body})
+
+
+def _retry_after(error: RateLimited) -> str:
+    """Retry-After of a 429: the gateway's `retry_after_s` if given, else the limiter's ms."""
+    seconds = error.details.get("retry_after_s")
+    if isinstance(seconds, int | float):
+        return str(max(1, math.ceil(seconds)))
+    return retry_after(error)
 
 
 def _extract(headers: Headers) -> Any:
