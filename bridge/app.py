@@ -30,6 +30,7 @@ from bridge.errors import JSON, error_response, http_exception_handler, service_
 from bridge.forward import Forwarder
 from bridge.health import healthz, readyz
 from bridge.limits import RateLimiter
+from bridge.openai import openai_routes
 from bridge.openapi import document
 from bridge.routes import RpcRoute, bindings, rpc_routes
 from schemas.errors import Internal, ServiceError, Unavailable
@@ -150,6 +151,7 @@ class Bridge:
                 Route("/openapi.json", openapi, methods=["GET"]),
                 Route("/docs", docs, methods=["GET"]),
             ]
+        routes += openai_routes(self.forwarder)
         routes += rpc_routes(self.bindings, self.forwarder)
         return routes
 
