@@ -14,6 +14,7 @@ import yaml
 
 from subjects import STREAM_EVENTS, STREAM_JOBS, event_consumer, job_consumer
 from workers.components import available, load
+from workers.gateway.config import OFFLINE_ALIAS, GatewaySettings, load_config
 from workers.runtime.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,7 +235,10 @@ def test_every_component_has_a_deployment_running_it() -> None:
         assert resources["requests"]["memory"]
         assert resources["limits"]["memory"]
         refs = [next(iter(source.values()))["name"] for source in container["envFrom"]]
-        assert refs == ["aifleet-config", "aifleet-secrets"], "Secret must come after ConfigMap"
+        assert refs[:2] == ["aifleet-config", "aifleet-secrets"], "Secret must follow ConfigMap"
+        # After them, only Secrets of this component's own (the gateway's provider keys).
+        for source in container["envFrom"][2:]:
+            assert source["secretRef"]["name"].startswith(f"aifleet-{name}-"), source
 
 
 def test_every_component_has_a_scaled_object_for_its_deployment() -> None:
@@ -330,6 +334,31 @@ def test_configured_drain_timeout_matches_the_runtime_default() -> None:
     """The drain timeout the k8s ConfigMap sets is the default the grace periods were sized for."""
     config = k8s_objects("ConfigMap")["aifleet-config"]["data"]
     assert seconds(config["AIFLEET_DRAIN_TIMEOUT"]) == default_drain_timeout()
+
+
+def test_gateway_mounts_a_valid_model_list_where_its_config_points() -> None:
+    """compose and Kubernetes both put deploy/gateway/models.example.yaml at the path their
+    AIFLEET_GATEWAY_CONFIG names, and the gateway's loader accepts that file."""
+    example = DEPLOY / "gateway" / "models.example.yaml"
+    config = load_config(GatewaySettings(config=example))
+    assert config.default_model != OFFLINE_ALIAS, "the example should route to a real provider"
+
+    service = compose_services()["gateway"]
+    path = service["environment"]["AIFLEET_GATEWAY_CONFIG"]
+    (mount,) = [v for v in service["volumes"] if v["target"] == path]
+    default = re.fullmatch(r"\$\{AIFLEET_GATEWAY_MODELS:-(.+)\}", mount["source"])
+    assert default is not None, mount["source"]
+    assert (COMPOSE.parent / default.group(1)).resolve() == example
+
+    pod = k8s_objects("Deployment")["aifleet-gateway"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    path = Path(env["AIFLEET_GATEWAY_CONFIG"])
+    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == path.parent]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    generators = yaml_docs(example.parent / "kustomization.yaml")[0]["configMapGenerator"]
+    (generator,) = [g for g in generators if g["name"] == volume["configMap"]["name"]]
+    assert f"{path.name}={example.name}" in generator["files"]
 
 
 def test_systemd_unit_runs_the_worker_command_for_its_instance() -> None:
