@@ -90,7 +90,9 @@ async def test_render_over_rest(rest: httpx.AsyncClient) -> None:
         "/api/v1/prompts/render", json={"name": "ask", "variables": {"q": "{{x}}?"}}, headers=h
     )
     assert ok.status_code == 200, ok.text
-    assert ok.json()["messages"] == [{"role": "user", "content": "{{x}}?", "name": ""}]
+    assert ok.json()["messages"] == [
+        {"role": "user", "content": "{{x}}?", "name": "", "tool_calls": [], "tool_call_id": ""}
+    ]
     missing = await rest.post("/api/v1/prompts/render", json={"name": "ask"}, headers=h)
     assert missing.status_code == 422
     assert missing.json()["details"]["missing"] == ["q"]

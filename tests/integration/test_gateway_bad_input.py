@@ -275,3 +275,13 @@ async def test_metadata_over_16_kib_is_413(
     reply = await send(conn, tenant, "generate", "json", json.dumps(body).encode())
     assert_error(reply, "json", 413, "PAYLOAD_TOO_LARGE")
     await assert_nothing_recorded(rdb, conn, tenant)
+
+
+async def test_semantic_cache_without_postgres_answers_from_the_model(
+    worker: Worker, conn: NATS, tenant: str
+) -> None:
+    """This gateway has no DATABASE_URL: asking for semantic caching still gets a reply."""
+    body = {"messages": [USER], "cache": {"semantic": True}}
+    for _ in range(2):
+        reply = await send(conn, tenant, "generate", "json", json.dumps(body).encode())
+        assert "offline model" in json.loads(reply.data)["message"]["content"], reply.data

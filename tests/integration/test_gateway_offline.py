@@ -269,7 +269,11 @@ async def test_every_operation_publishes_one_event_with_its_id(
     worker: Worker, client: Client, tenant: str, nc: NATS
 ) -> None:
     """generate and embed each publish llm_operation with Nats-Msg-Id = the operation id."""
-    reply = await generate(client, tenant, ask("account me", cache={"skip": True}, agent_id="a1"))
+    reply = await generate(
+        client,
+        tenant,
+        ask("account me", cache={"skip": True}, agent_id="a1", metadata={"ticket": "T-9"}),
+    )
     await client.call(tenant, "gateway", "embed", EmbedRequest(texts=["x"]), EmbedResponse)
     events = await eventually(lambda: _ops(nc, tenant, 2), timeout=5, what="two events")
     (headers, chat), (_, embedding) = events
@@ -283,6 +287,7 @@ async def test_every_operation_publishes_one_event_with_its_id(
     assert chat.model == "aifleet/offline"
     assert chat.provider == "aifleet"
     assert chat.metadata["model_alias"] == "offline"
+    assert chat.metadata["ticket"] == "T-9"
 
 
 @pytest.mark.parametrize(

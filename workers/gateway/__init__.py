@@ -2,8 +2,8 @@
 
 litellm reads its settings from the environment at import time: before any module of this
 package can import it, make it use its bundled price table (no fetch from GitHub), ignore `.env`
-files, never ask the Hugging Face hub for tokenizers and send no telemetry. An operator's own
-values win (setdefault).
+files, never ask the Hugging Face hub for tokenizers and send no telemetry (nor onnxruntime).
+An operator's own values win (setdefault).
 """
 
 import os
@@ -13,5 +13,7 @@ for _name, _value in (
     ("LITELLM_MODE", "PRODUCTION"),
     ("HF_HUB_OFFLINE", "1"),
     ("LITELLM_TELEMETRY", "False"),
+    # onnxruntime (the local embedding model) otherwise writes a device id under $HOME.
+    ("ORT_DISABLE_TELEMETRY", "1"),
 ):
     os.environ.setdefault(_name, _value)

@@ -6,7 +6,8 @@ request): the last user message is embedded with the local MiniLM model and comp
 earlier ones of the same tenant *and* the same context (model, parameters, earlier messages);
 the tenant is a condition of the similarity query, never a filter applied afterwards.
 
-The cache is an optimisation: when it is unavailable the call goes to the model, logged.
+The cache is an optimisation: when it is unavailable (or, for the semantic cache, no PostgreSQL is
+configured) the call goes to the model, logged.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from workers.gateway.chat import cache_identity, semantic_parts
 from workers.gateway.config import GatewaySettings
 from workers.gateway.embedding import MiniLM
 from workers.gateway.store import SemanticCache
+from workers.runtime.config import ConfigurationError
 from workers.runtime.context import Context
 from workers.runtime.failures import dependency_errors
 
@@ -118,7 +120,7 @@ class ResponseCache:
     async def _quietly(ctx: Context, work: Awaitable[T]) -> T | None:
         try:
             return await work
-        except (ServiceError, *dependency_errors()) as exc:  # type: ignore[misc]
+        except (ServiceError, ConfigurationError, *dependency_errors()) as exc:  # type: ignore[misc]
             ctx.log.warning("response cache unavailable", error=repr(exc))
             return None
 

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from google.protobuf import json_format
+
 from schemas.errors import BadRequest, ServiceError
 from schemas.v1 import gateway_pb2
 from schemas.v1.common_pb2 import ChatMessage
@@ -69,7 +71,7 @@ class GatewayService:
         alias, params = self._chat(req)
         limits = self.config.limits_of(ctx.tenant)
         await self.quota.admit(ctx.tenant, limits)
-        op = Operation("chat", alias, metadata={"stream": False})
+        op = Operation("chat", alias, metadata=_metadata(req, stream=False))
         cached = await self.cache.find(ctx, alias, params, req.cache)
         if cached is not None:
             return await self._served_from_cache(ctx, req, op, cached)
@@ -93,7 +95,7 @@ class GatewayService:
         alias, params = self._chat(req)
         limits = self.config.limits_of(ctx.tenant)
         await self.quota.admit(ctx.tenant, limits)
-        op = Operation("chat", alias, metadata={"stream": True})
+        op = Operation("chat", alias, metadata=_metadata(req, stream=True))
         cached = await self.cache.find(ctx, alias, params, req.cache)
         if cached is not None:
             op.first_token_seen()
@@ -310,6 +312,12 @@ def _replay(cached: GenerateResponse) -> list[GenerateChunk]:
         cache=cached.cache,
     )
     return [first, body, last]
+
+
+def _metadata(req: GenerateRequest, *, stream: bool) -> dict[str, Any]:
+    """The caller's metadata, recorded with the operation, plus whether it streamed."""
+    given = json_format.MessageToDict(req.metadata) if req.HasField("metadata") else {}
+    return {**given, "stream": stream}
 
 
 def _field(item: Any, name: str) -> Any:
