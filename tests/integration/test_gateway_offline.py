@@ -170,6 +170,7 @@ async def test_second_identical_request_is_an_exact_cache_hit(
     assert second.cache.similarity == 1.0
     assert second.message.content == first.message.content
     assert second.cost_usd == 0.0
+    assert second.id != first.id
     events = await eventually(
         lambda: _ops(nc, tenant, 2), timeout=5, what="two llm_operation events"
     )

@@ -74,6 +74,7 @@ class GatewayService:
         op = Operation("chat", alias, metadata=_metadata(req, stream=False))
         cached = await self.cache.find(ctx, alias, params, req.cache)
         if cached is not None:
+            cached.id = op.id  # this operation's id (its event's), not the original's
             return await self._served_from_cache(ctx, req, op, cached)
         with accounting.gen_ai_span(op, params, self.settings.capture_content) as span:
             try:
@@ -98,6 +99,7 @@ class GatewayService:
         op = Operation("chat", alias, metadata=_metadata(req, stream=True))
         cached = await self.cache.find(ctx, alias, params, req.cache)
         if cached is not None:
+            cached.id = op.id
             op.first_token_seen()
             for chunk in _replay(cached):
                 yield chunk
