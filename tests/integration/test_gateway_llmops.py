@@ -10,7 +10,11 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from schemas.v1.gateway_pb2 import EmbedRequest, EmbedResponse, GenerateRequest, GenerateResponse
-from schemas.v1.llmops_pb2 import ListOperationsRequest, ListOperationsResponse
+from schemas.v1.llmops_pb2 import (
+    ListOperationsRequest,
+    ListOperationsResponse,
+    LlmOperationEvent,
+)
 from tests.support.fleet import running_worker
 from tests.support.gateway import configure
 from tests.support.polling import eventually
@@ -46,17 +50,17 @@ async def test_gateway_operations_are_recorded_by_llmops(worker: Worker, nc: NAT
     hit = await client.call(tenant, "gateway", "generate", req, GenerateResponse)
     await client.call(tenant, "gateway", "embed", EmbedRequest(texts=["x"]), EmbedResponse)
 
-    async def recorded() -> ListOperationsResponse | None:
+    async def recorded() -> list[LlmOperationEvent]:
         found = await client.call(
             tenant, "llmops", "list_operations", ListOperationsRequest(), ListOperationsResponse
         )
-        return found if len(found.operations) == 3 else None
+        return list(found.operations) if len(found.operations) == 3 else []
 
     listed = await eventually(recorded, timeout=10, what="three recorded operations")
-    by_id = {op.id: op for op in listed.operations}
+    by_id = {op.id: op for op in listed}
     assert by_id[first.id].cache_hit is False
     assert by_id[first.id].agent_id == "agent-7"
     assert by_id[first.id].prompt_tokens == first.usage.prompt_tokens
     assert by_id[first.id].completion_tokens == first.usage.completion_tokens
     assert by_id[hit.id].cache_hit is True
-    assert {op.operation_type for op in listed.operations} == {"chat", "embedding"}
+    assert {op.operation_type for op in listed} == {"chat", "embedding"}
