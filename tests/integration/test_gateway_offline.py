@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Mapping
 
 import numpy as np
 import pytest
-from google.protobuf import json_format
 from nats.aio.client import Client as NATS
 
 from schemas.errors import BadRequest, NotFound, RateLimited
@@ -17,8 +16,6 @@ from schemas.v1.gateway_pb2 import (
     EmbedRequest,
     EmbedResponse,
     GenerateChunk,
-    GenerateRequest,
-    GenerateResponse,
     ListModelsRequest,
     ListModelsResponse,
     RateLimitsRequest,
@@ -28,9 +25,11 @@ from schemas.v1.llmops_pb2 import LlmOperationEvent
 from subjects import HEADER_MSG_ID
 from tests.conftest import NatsFactory
 from tests.support.gateway import (
+    ask,
     configure,
     connected,
     fresh_minute,
+    generate,
     operations,
     running_gateway,
 )
@@ -61,16 +60,6 @@ def tenant() -> str:
 @pytest.fixture
 def client(nc: NATS) -> Client:
     return Client(nc, timeout=20.0)
-
-
-def ask(text: str, **fields: object) -> GenerateRequest:
-    return json_format.ParseDict(
-        {"messages": [{"role": "user", "content": text}], **fields}, GenerateRequest()
-    )
-
-
-async def generate(client: Client, tenant: str, req: GenerateRequest) -> GenerateResponse:
-    return await client.call(tenant, "gateway", "generate", req, GenerateResponse)
 
 
 async def test_offline_model_says_it_is_offline_and_echoes(

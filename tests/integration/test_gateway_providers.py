@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
 from nats.aio.client import Client as NATS
 
 from schemas.errors import BadRequest, DeadlineExceeded, RateLimited, ServiceError, Unavailable
@@ -19,7 +18,6 @@ from schemas.v1.gateway_pb2 import (
     EmbedRequest,
     EmbedResponse,
     GenerateChunk,
-    GenerateRequest,
     GenerateResponse,
     ListModelsRequest,
     ListModelsResponse,
@@ -27,10 +25,12 @@ from schemas.v1.gateway_pb2 import (
 from tests.conftest import NatsFactory
 from tests.support.fake_openai import FakeOpenAI, Fault
 from tests.support.gateway import (
+    ask,
     configure,
     connected,
     deployment,
     fresh_minute,
+    generate,
     model_list,
     operations,
     running_gateway,
@@ -110,16 +110,6 @@ def tenant() -> str:
 @pytest.fixture
 def client(nc: NATS) -> Client:
     return Client(nc, timeout=20.0)
-
-
-def ask(text: str, **fields: Any) -> GenerateRequest:
-    return json_format.ParseDict(
-        {"messages": [{"role": "user", "content": text}], **fields}, GenerateRequest()
-    )
-
-
-async def generate(client: Client, tenant: str, req: GenerateRequest) -> GenerateResponse:
-    return await client.call(tenant, "gateway", "generate", req, GenerateResponse)
 
 
 async def test_chat_goes_to_the_provider_with_its_key_and_is_priced(

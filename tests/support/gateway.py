@@ -12,14 +12,28 @@ from typing import Any
 import nats
 import pytest
 import yaml
+from google.protobuf import json_format
 from nats.aio.client import Client as NATS
 
+from schemas.v1.gateway_pb2 import GenerateRequest, GenerateResponse
 from schemas.v1.llmops_pb2 import LlmOperationEvent
 from subjects import STREAM_EVENTS, event_subject
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
 from workers.gateway import service as gateway
+from workers.runtime.client import Client
 from workers.runtime.worker import Worker
+
+
+def ask(text: str, **fields: Any) -> GenerateRequest:
+    """A GenerateRequest of one user message, other fields given as JSON."""
+    return json_format.ParseDict(
+        {"messages": [{"role": "user", "content": text}], **fields}, GenerateRequest()
+    )
+
+
+async def generate(client: Client, tenant: str, req: GenerateRequest) -> GenerateResponse:
+    return await client.call(tenant, "gateway", "generate", req, GenerateResponse)
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:

@@ -33,7 +33,7 @@ from schemas.v1.gateway_pb2 import (
 from workers.gateway import accounting
 from workers.gateway.accounting import Operation
 from workers.gateway.chat import chat_params, tool_calls_of, usage_of
-from workers.gateway.config import GatewayConfig, GatewaySettings, load_config
+from workers.gateway.config import GatewayConfig, GatewaySettings, TenantLimits, load_config
 from workers.gateway.limits import TenantQuota
 from workers.gateway.responses import ResponseCache
 from workers.gateway.store import MIGRATIONS, SCHEMA, SemanticCache
@@ -68,13 +68,8 @@ class GatewayService:
         self.config = config
 
     async def generate(self, ctx: Context, req: GenerateRequest) -> GenerateResponse:
-        alias, params = self._chat(req)
-        limits = self.config.limits_of(ctx.tenant)
-        await self.quota.admit(ctx.tenant, limits)
-        op = Operation("chat", alias, metadata=_metadata(req, stream=False))
-        cached = await self.cache.find(ctx, alias, params, req.cache)
+        alias, params, limits, op, cached = await self._begin_chat(ctx, req, stream=False)
         if cached is not None:
-            cached.id = op.id  # this operation's id (its event's), not the original's
             return await self._served_from_cache(ctx, req, op, cached)
         with accounting.gen_ai_span(op, params, self.settings.capture_content) as span:
             try:
@@ -93,13 +88,8 @@ class GatewayService:
     async def generate_stream(
         self, ctx: Context, req: GenerateRequest
     ) -> AsyncIterator[GenerateChunk]:
-        alias, params = self._chat(req)
-        limits = self.config.limits_of(ctx.tenant)
-        await self.quota.admit(ctx.tenant, limits)
-        op = Operation("chat", alias, metadata=_metadata(req, stream=True))
-        cached = await self.cache.find(ctx, alias, params, req.cache)
+        alias, params, limits, op, cached = await self._begin_chat(ctx, req, stream=True)
         if cached is not None:
-            cached.id = op.id
             op.first_token_seen()
             for chunk in _replay(cached):
                 yield chunk
@@ -210,9 +200,20 @@ class GatewayService:
             period_resets_in_s=used.period_resets_in_s,
         )
 
-    def _chat(self, req: GenerateRequest) -> tuple[str, dict[str, Any]]:
+    async def _begin_chat(
+        self, ctx: Context, req: GenerateRequest, *, stream: bool
+    ) -> tuple[str, dict[str, Any], TenantLimits, Operation, GenerateResponse | None]:
+        """Check the request, admit it under the tenant's limits, and look it up in the cache:
+        (alias, litellm parameters, limits, the operation, a cached reply or None)."""
         alias = self.router.resolve(req.model, "chat")
-        return alias, chat_params(req)
+        params = chat_params(req)
+        limits = self.config.limits_of(ctx.tenant)
+        await self.quota.admit(ctx.tenant, limits)
+        op = Operation("chat", alias, metadata=_metadata(req, stream=stream))
+        cached = await self.cache.find(ctx, alias, params, req.cache)
+        if cached is not None:
+            cached.id = op.id  # this operation's id (its event's), not the original's
+        return alias, params, limits, op, cached
 
     def _timeout(self, ctx: Context) -> float:
         return max(0.05, min(self.settings.timeout_seconds, ctx.remaining() - _DEADLINE_SLACK_S))
