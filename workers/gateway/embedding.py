@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,7 @@ class MiniLM:
         self._session = session
         self._tokenizer = tokenizer
         self._inputs = {i.name for i in session.get_inputs()}
+        self._one_run = threading.Lock()
 
     @classmethod
     def load(
@@ -168,7 +170,10 @@ class MiniLM:
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(ids)  # one segment
         # The graph outputs last_hidden_state (batch, tokens, 384): pooling is ours to do.
-        (hidden,) = self._session.run(["last_hidden_state"], feed)
+        # One run at a time: a run already spreads over every core (intra-op threads), so
+        # concurrent runs add only their activations to memory (~150-300 MB each), not speed.
+        with self._one_run:
+            (hidden,) = self._session.run(["last_hidden_state"], feed)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
