@@ -24,7 +24,7 @@ from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.llmops import service as llmops
 from workers.runtime.worker import Worker
 
-EMPTY = {"operations": 0, "budgets": 0, "spend": 0, "budget_alerts": 0}
+EMPTY = dict.fromkeys(LlmopsDb.tables, 0)
 NOW = "2026-11-01T12:00:00Z"
 GOOD_OP: dict[str, Any] = {
     "operationType": "chat",

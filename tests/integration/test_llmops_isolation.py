@@ -158,3 +158,32 @@ async def test_same_ids_in_two_tenants_are_two_operations(
 
     await eventually(both, timeout=20, what="b's two operations")
     assert await db.ids(a) == [f"op{i}" for i in range(5)]
+
+
+async def test_rollups_shared_by_model_and_hour_stay_per_tenant(
+    client: Client, tenants: tuple[str, str], db: LlmopsDb
+) -> None:
+    """B's operations of A's model in A's hour add to B's rollups only: A's metrics and costs,
+    read from rollups over whole days and hours, still count A's five operations."""
+    a, b = tenants
+    for i in range(7):
+        await client.call(
+            b,
+            "llmops",
+            "log_operation",
+            operation(id=f"op{i}", agent_id="ag", user_id="us", model="md", cost_usd=1.0),
+            LogOperationResponse,
+        )
+    for tenant, count, cost in ((a, 5, 0.25), (b, 7, 7.0)):
+        metrics = await client.call(
+            tenant, "llmops", "metrics", MetricsRequest(**wide()), MetricsResponse
+        )
+        assert [(g.key, g.stats.operations) for g in metrics.by_model] == [("md", count)]
+        assert metrics.total.cost_usd == pytest.approx(cost)
+        costs = await client.call(
+            tenant, "llmops", "cost_analysis", CostAnalysisRequest(**wide()), CostAnalysisResponse
+        )
+        assert [(g.key, g.operations) for g in costs.by_agent] == [("ag", count)]
+        assert sum(bucket.operations for bucket in costs.trend) == count
+        hourly = [r for r in (await db.rollups(tenant))["rollups"] if r[0] == "hour"]
+        assert sum(r[4] for r in hourly) == count

@@ -73,8 +73,8 @@ async def test_rebuild_after_losing_the_rows_gives_the_same_numbers(
     nats_server: EmbeddedNats,
     postgres: EmbeddedPostgres,
 ) -> None:
-    """Rows deleted after ingestion come back from AI_EVENTS with identical metrics and costs;
-    a second rebuild inserts nothing, and no budget alert is published again."""
+    """Rows and rollups deleted after ingestion come back from AI_EVENTS with identical metrics
+    and costs; a second rebuild inserts nothing, and no budget alert is published again."""
     tenant = "rb" + uuid.uuid4().hex[:12]
     client = Client(nc, timeout=10.0)
     await client.call(
@@ -122,7 +122,10 @@ async def test_rebuild_after_losing_the_rows_gives_the_same_numbers(
 
     before = await numbers()
     assert before[0].total.operations == COUNT
-    for table in ("operations", "spend", "budget_alerts"):
+    # The rollups are lost first, so deleting the rows then takes them below zero: only the
+    # rebuild's recount, not the re-inserted rows alone, can give the same numbers again.
+    lost = ("rollups", "rollup_callers", "rollup_latency", "operations", "spend", "budget_alerts")
+    for table in lost:
         await db.pool.execute(f"DELETE FROM llmops.{table} WHERE tenant = $1", tenant)  # noqa: S608
     assert (await numbers())[0].total.operations == 0
 
@@ -132,6 +135,7 @@ async def test_rebuild_after_losing_the_rows_gives_the_same_numbers(
     assert code == 0, err
     assert f"{COUNT} inserted, 0 already stored, {MALFORMED} malformed" in err
     assert await numbers() == before
+    assert await db.rollups(tenant) == await db.rollups_from_rows(tenant)
     counts = await db.row_counts(tenant)
     assert counts["operations"] == COUNT
     assert counts["budget_alerts"] == 1

@@ -113,7 +113,15 @@ class LlmopsDb(ComponentDb):
 
     schema = SCHEMA
     migrations = MIGRATIONS
-    tables = ("operations", "budgets", "spend", "budget_alerts")
+    tables = (
+        "operations",
+        "budgets",
+        "spend",
+        "budget_alerts",
+        "rollups",
+        "rollup_callers",
+        "rollup_latency",
+    )
 
     async def ids(self, tenant: str) -> list[str]:
         rows = await self.pool.fetch(
@@ -130,3 +138,50 @@ class LlmopsDb(ComponentDb):
                 text,
             )
         return total
+
+    async def rollups(self, tenant: str) -> dict[str, list[tuple[Any, ...]]]:
+        """The tenant's rollup rows that count anything, per table, in key order."""
+        return {
+            table: [tuple(r) for r in await self.pool.fetch(sql, tenant)]
+            for table, sql in _STORED_ROLLUPS.items()
+        }
+
+    async def rollups_from_rows(self, tenant: str) -> dict[str, list[tuple[Any, ...]]]:
+        """What `rollups` should hold, computed by plain GROUP BYs over the tenant's rows."""
+        return {
+            table: [tuple(r) for r in await self.pool.fetch(sql, tenant)]
+            for table, sql in _RAW_ROLLUPS.items()
+        }
+
+
+_GRAINS = (
+    " FROM llmops.operations CROSS JOIN (VALUES ('hour'), ('day')) AS g(grain) WHERE tenant = $1"
+)
+_START = "g.grain, date_trunc(g.grain, occurred_at, 'UTC')"
+_STORED_ROLLUPS = {
+    "rollups": "SELECT grain, start, model, operation_type, operations, errors, cache_hits,"
+    " prompt_tokens, completion_tokens, total_tokens, cost_usd, latency_ms FROM llmops.rollups"
+    " WHERE tenant = $1 AND operations <> 0 ORDER BY 1, 2, 3, 4",
+    "rollup_callers": "SELECT grain, start, dimension, key, operations, total_tokens, cost_usd"
+    " FROM llmops.rollup_callers WHERE tenant = $1 AND operations <> 0 ORDER BY 1, 2, 3, 4",
+    "rollup_latency": "SELECT grain, start, model, operation_type, bucket, latencies, ttfts"
+    " FROM llmops.rollup_latency WHERE tenant = $1 AND (latencies <> 0 OR ttfts <> 0)"
+    " ORDER BY 1, 2, 3, 4, 5",
+}
+_RAW_ROLLUPS = {
+    "rollups": f"SELECT {_START}, model, operation_type, count(*),"
+    " count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE cache_hit),"
+    " sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), sum(cost_usd::numeric),"
+    f" sum(latency_ms::numeric){_GRAINS} GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+    "rollup_callers": "SELECT grain, start, dimension, key, count(*), sum(total_tokens),"  # noqa: S608 (constants)
+    f" sum(cost_usd::numeric) FROM (SELECT {_START} AS start, 'user_id' AS dimension,"
+    f" user_id AS key, total_tokens, cost_usd{_GRAINS} UNION ALL SELECT {_START}, 'agent_id',"
+    f" agent_id, total_tokens, cost_usd{_GRAINS}) AS x GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+    "rollup_latency": "SELECT grain, start, model, operation_type, bucket, sum(l), sum(t) FROM ("  # noqa: S608 (constants)
+    f" SELECT {_START} AS start, model, operation_type,"
+    " llmops.latency_bucket(latency_ms) AS bucket, 1 AS l, 0 AS t"
+    f"{_GRAINS}"
+    f" UNION ALL SELECT {_START}, model, operation_type, llmops.latency_bucket(ttft_ms), 0, 1"
+    f"{_GRAINS} AND ttft_ms IS NOT NULL"
+    ") AS x GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+}

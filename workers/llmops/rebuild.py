@@ -5,12 +5,13 @@ and stores each event the way the worker does (same validation, same id: the Nat
 `AI_EVENTS:<seq>`), so an operation already stored is left alone and one that is missing (a
 restored or lost database) is inserted. Spend is added as the worker adds it; a budget crossed
 on the way is recorded as already alerted, so a rebuild publishes no `budget_exceeded` event.
-Malformed events are counted and skipped (the worker dead-lettered them).
+Malformed events are counted and skipped (the worker dead-lettered them). Events are stored in
+batches like the worker's, and at the end the rollups of the tenant (of every tenant without
+--tenant) are recomputed from its rows, so rollups lost or damaged with the rows come back too;
+writers of operations wait for that recount.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 import nats
 from nats.aio.msg import Msg
@@ -30,12 +31,13 @@ from subjects import (
     filter_subject,
 )
 from subjects.streams import provision_streams
+from workers.llmops.batch import MAX_BATCH
 from workers.llmops.service import MIGRATIONS, operation_of
-from workers.llmops.store import SCHEMA, LlmopsStore
+from workers.llmops.store import SCHEMA, LlmopsStore, Operation
 from workers.runtime.config import Settings
 from workers.runtime.postgres import create_pool, migrate
 
-BATCH = 64
+BATCH = MAX_BATCH
 err = Console(stderr=True)
 
 
@@ -94,10 +96,15 @@ async def rebuild(settings: Settings, since: str, tenant: str | None) -> int:
                     if msg.metadata.num_pending == 0:
                         done = True
                         break
-                results = await asyncio.gather(*(_store(store, msg) for msg in batch))
-                for result in results:
-                    counts[result] += 1
+                rows = [row for row in map(_parse, batch) if row is not None]
+                stored = await store.insert_many(rows, replayed=True) if rows else []
+                created = sum(s.created for s in stored)
+                counts["inserted"] += created
+                counts["present"] += len(rows) - created
+                counts["malformed"] += len(batch) - len(rows)
                 progress.update(task, advance=len(batch))
+        err.print("recomputing rollups")
+        await store.refresh_rollups(tenant)
         err.print(
             f"{sum(counts.values())} events: {counts['inserted']} inserted,"
             f" {counts['present']} already stored, {counts['malformed']} malformed (skipped)"
@@ -108,18 +115,17 @@ async def rebuild(settings: Settings, since: str, tenant: str | None) -> int:
         await nc.close()
 
 
-async def _store(store: LlmopsStore, msg: Msg) -> str:
+def _parse(msg: Msg) -> tuple[str, Operation] | None:
+    """(tenant, operation) of an event as the worker would store it; None when malformed."""
     headers = msg.headers or {}
     wanted = LlmOperationEvent.DESCRIPTOR.full_name
     try:
         tenant = check_tenant(msg.subject.split(".")[2])
         if headers.get(HEADER_MESSAGE_TYPE, wanted) != wanted:
-            return "malformed"
+            return None
         codec = codec_for(headers.get(HEADER_CONTENT_TYPE, PROTOBUF))
         req = codec.decode(LlmOperationEvent, msg.data)
         op_id = headers.get(HEADER_MSG_ID) or f"{STREAM_EVENTS}:{msg.metadata.sequence.stream}"
-        operation = operation_of(req, op_id, req.user_id)
+        return tenant, operation_of(req, op_id, req.user_id)
     except ServiceError:
-        return "malformed"
-    created = await store.insert(tenant, operation, replayed=True)
-    return "inserted" if created else "present"
+        return None

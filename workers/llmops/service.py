@@ -6,9 +6,12 @@ letters for what can never be stored) and from direct `log_operation` calls. The
 Nats-Msg-Id is the operation id, so a redelivery or a re-published event stores nothing twice.
 
 Validation happens before anything is written: an operation that fails it changes nothing (and
-an event that fails it goes to AI_DLQ). A budget crossed by an insert is recorded in the same
-transaction and its `budget_exceeded` event published after the commit; one whose publish
-failed is published by the next insert of the tenant (or the redelivery of this one).
+an event that fails it goes to AI_DLQ). Operations handled at the same time are stored in one
+transaction (batch.py); each handler returns, and its event is acked, after that commit. A
+budget crossed by an insert is recorded in the same transaction and its `budget_exceeded` event
+published after the commit; one whose publish failed is published by the next insert of the
+tenant (or the redelivery of this one). `metrics` and `cost_analysis` read rollups
+(aggregates.py): counts, tokens and cost exact, percentiles within 4.8 %.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ from schemas.v1.llmops_pb2 import (
     SetBudgetRequest,
     SetBudgetResponse,
 )
+from workers.llmops.aggregates import Histograms, percentile
+from workers.llmops.batch import Batcher
 from workers.llmops.store import PERIODS, SCHEMA, Filters, LlmopsStore, Operation
 from workers.runtime.component import Component
 from workers.runtime.context import Context
@@ -292,24 +297,25 @@ def _event_of(r: asyncpg.Record) -> LlmOperationEvent:
     return out
 
 
-def _stats_of(r: asyncpg.Record) -> OperationStats:
+def _stats_of(r: asyncpg.Record, histograms: Histograms) -> OperationStats:
     n = r["operations"]
+    successes = n - r["errors"]
     return OperationStats(
         operations=n,
-        successes=r["successes"],
+        successes=successes,
         errors=r["errors"],
-        success_rate=r["successes"] / n if n else 0.0,
-        error_rate=r["errors"] / n if n else 0.0,
+        success_rate=successes / n,
+        error_rate=r["errors"] / n,
         prompt_tokens=r["prompt_tokens"],
         completion_tokens=r["completion_tokens"],
         total_tokens=r["total_tokens"],
         cost_usd=r["cost_usd"],
-        latency_p50_ms=r["latency_p50"],
-        latency_p95_ms=r["latency_p95"],
-        latency_p99_ms=r["latency_p99"],
-        latency_avg_ms=float(r["latency_avg"]),
-        time_to_first_token_p50_ms=r["ttft_p50"],
-        time_to_first_token_p95_ms=r["ttft_p95"],
+        latency_p50_ms=percentile(histograms.latency, 0.5),
+        latency_p95_ms=percentile(histograms.latency, 0.95),
+        latency_p99_ms=percentile(histograms.latency, 0.99),
+        latency_avg_ms=r["latency_avg"],
+        time_to_first_token_p50_ms=percentile(histograms.ttft, 0.5),
+        time_to_first_token_p95_ms=percentile(histograms.ttft, 0.95),
         cache_hits=r["cache_hits"],
     )
 
@@ -318,8 +324,9 @@ def _stats_of(r: asyncpg.Record) -> OperationStats:
 
 
 class LlmopsService:
-    def __init__(self, store: LlmopsStore) -> None:
+    def __init__(self, store: LlmopsStore, batcher: Batcher) -> None:
         self.store = store
+        self.batcher = batcher
 
     async def log_operation(self, ctx: Context, req: LlmOperationEvent) -> LogOperationResponse:
         # Consumed events: the Nats-Msg-Id (or stream sequence) is the identity, so a
@@ -327,13 +334,14 @@ class LlmopsService:
         op_id = ctx.message_id or req.id or uuid.uuid4().hex
         user_id = req.user_id if ctx.message_id else (req.user_id or _user(ctx))
         operation = operation_of(req, op_id, user_id)
-        created = await self.store.insert(ctx.tenant, operation)
-        await self._publish_alerts(ctx)
-        return LogOperationResponse(id=op_id, created=created)
+        stored = await self.batcher.insert(ctx.tenant, operation)
+        if stored.alerts:
+            await self._publish_alerts(ctx)
+        return LogOperationResponse(id=op_id, created=stored.created)
 
     async def _publish_alerts(self, ctx: Context) -> None:
         """Publish crossed budgets not yet published: this insert's, and any whose publish
-        failed before (a partial index keeps this lookup cheap when there are none)."""
+        failed before (the batch's transaction said there are some)."""
         for alert in await self.store.unpublished_alerts(ctx.tenant):
             event = LlmopsBudgetExceededEvent(
                 period=alert.period,
@@ -372,16 +380,16 @@ class LlmopsService:
 
     async def metrics(self, ctx: Context, req: MetricsRequest) -> MetricsResponse:
         filters = self._filters(req, req.HasField("since"), req.HasField("until"))
-        rows = await self.store.metrics(ctx.tenant, filters)
+        totals, histograms = await self.store.metrics(ctx.tenant, filters)
         out = MetricsResponse(since=_timestamp(filters.since), until=_timestamp(filters.until))
-        for r in rows:
-            stats = _stats_of(r)
-            if r["g_type"] and r["g_model"]:
+        for (kind, key), r in sorted(totals.items()):
+            stats = _stats_of(r, histograms[(kind, key)])
+            if kind == "total":
                 out.total.CopyFrom(stats)
-            elif not r["g_type"]:
-                out.by_operation_type.append(GroupStats(key=r["operation_type"], stats=stats))
+            elif kind == "operation_type":
+                out.by_operation_type.append(GroupStats(key=key, stats=stats))
             else:
-                out.by_model.append(GroupStats(key=r["model"], stats=stats))
+                out.by_model.append(GroupStats(key=key, stats=stats))
         return out
 
     async def cost_analysis(self, ctx: Context, req: CostAnalysisRequest) -> CostAnalysisResponse:
@@ -397,24 +405,27 @@ class LlmopsService:
                 f"the range holds more than {MAX_BUCKETS} {bucket} buckets",
                 details={"field": "bucket", "limit": MAX_BUCKETS},
             )
-        filters = Filters(since=start, until=end)
+        groups, trend = await self.store.cost_analysis(ctx.tenant, start, end, bucket)
         out = CostAnalysisResponse(since=_timestamp(start), until=_timestamp(end))
-        # grouping() bits: model 8, operation_type 4, user_id 2, agent_id 1 (1 = not grouped).
-        targets = {7: out.by_model, 11: out.by_operation_type, 13: out.by_user, 14: out.by_agent}
-        columns = {7: "model", 11: "operation_type", 13: "user_id", 14: "agent_id"}
-        for r in await self.store.cost_groups(ctx.tenant, filters):
-            if r["g"] == 15:
+        targets = {
+            "model": out.by_model,
+            "operation_type": out.by_operation_type,
+            "user_id": out.by_user,
+            "agent_id": out.by_agent,
+        }
+        for r in groups:
+            if not r["dimension"]:
                 out.total_cost_usd = r["cost_usd"]
                 continue
-            targets[r["g"]].append(
+            targets[r["dimension"]].append(
                 CostGroup(
-                    key=r[columns[r["g"]]],
+                    key=r["key"],
                     cost_usd=r["cost_usd"],
                     operations=r["operations"],
                     total_tokens=r["total_tokens"],
                 )
             )
-        for r in await self.store.cost_trend(ctx.tenant, filters, bucket):
+        for r in trend:
             out.trend.append(
                 CostBucket(
                     start=_timestamp(r["start"]), cost_usd=r["cost_usd"], operations=r["operations"]
@@ -498,7 +509,12 @@ def _user(ctx: Context) -> str:
 async def start(resources: Resources) -> AsyncIterator[LlmopsService]:
     pool = await resources.postgres()
     await migrate(pool, SCHEMA, MIGRATIONS)
-    yield LlmopsService(LlmopsStore(pool))
+    store = LlmopsStore(pool)
+    batcher = Batcher(store)
+    try:
+        yield LlmopsService(store, batcher)
+    finally:
+        await batcher.close()
 
 
 component = Component(

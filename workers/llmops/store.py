@@ -1,8 +1,10 @@
 """PostgreSQL storage of the LLMOps component (schema `llmops`).
 
-Every statement takes the tenant as a parameter and filters by it; aggregates (sums, rates,
-percentiles, buckets) are computed by PostgreSQL. Filters are added to the SQL only when given,
-each as a bound parameter, so the planner sees the plain conditions the indexes serve.
+Every statement takes the tenant as a parameter and filters by it. Operations are stored in
+batches, one transaction each: the rows, the rollups (triggers, migrations/002_rollups.sql), the
+spend they add and the budgets they cross. Aggregates come from aggregates.py. Filters are
+added to the SQL only when given, each as a bound parameter, so the planner sees the plain
+conditions the indexes serve.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from workers.llmops import aggregates
+from workers.llmops.aggregates import GroupKey, Histograms, Query, Spans
 
 SCHEMA = "llmops"
 PERIODS = ("day", "month")
@@ -77,98 +82,148 @@ class Filters:
                 clauses.append(f"{column} = ${len(args)}")
         return " AND ".join(clauses), args
 
+    def equalities(self) -> dict[str, str]:
+        """The equality filters that are given, by column."""
+        columns = ("agent_id", "user_id", "model", "operation_type", "status")
+        return {c: getattr(self, c) for c in columns if getattr(self, c)}
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What storing one operation did: whether it was new, and whether the caller should
+    publish the tenant's budget alerts not yet published (one row of a tenant per batch)."""
+
+    created: bool
+    alerts: bool
+
 
 _COLUMNS = (
     "id, occurred_at, operation_type, model, provider, prompt_tokens, completion_tokens,"
     " total_tokens, cost_usd, latency_ms, ttft_ms, status, error_class, error_message, user_id,"
     " agent_id, cache_hit, metadata"
 )
+# Columns the rollups split by; a filter on any other column is served from raw rows.
+ROLLED_UP = frozenset({"model", "operation_type"})
 
-_STATS = (
-    "count(*) AS operations,"
-    " count(*) FILTER (WHERE status = 'success') AS successes,"
-    " count(*) FILTER (WHERE status = 'error') AS errors,"
-    " coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,"
-    " coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,"
-    " coalesce(sum(total_tokens), 0)::bigint AS total_tokens,"
-    " coalesce(sum(cost_usd), 0) AS cost_usd,"
-    " coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms), 0) AS latency_p50,"
-    " coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms), 0) AS latency_p95,"
-    " coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms), 0) AS latency_p99,"
-    " coalesce(avg(latency_ms), 0) AS latency_avg,"
-    " coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_ms), 0) AS ttft_p50,"
-    " coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms), 0) AS ttft_p95,"
-    " count(*) FILTER (WHERE cache_hit) AS cache_hits"
+_INSERT = (
+    f"INSERT INTO llmops.operations (tenant, {_COLUMNS})"  # noqa: S608 (constant)
+    " SELECT tenant, id, occurred_at, operation_type, model, provider, prompt_tokens,"
+    " completion_tokens, total_tokens, cost_usd, latency_ms, ttft_ms, status, error_class,"
+    " error_message, user_id, agent_id, cache_hit, metadata::jsonb"
+    " FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],"
+    " $7::bigint[], $8::bigint[], $9::bigint[], $10::float8[], $11::float8[], $12::float8[],"
+    " $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[], $19::text[])"
+    f" AS u(tenant, {_COLUMNS})"
+    " ON CONFLICT (tenant, id) DO NOTHING RETURNING tenant, id"
 )
+
+# Spend of the new operations (in arrival order $1..$4), day then month of each tenant in key
+# order, so concurrent batches lock spend rows in one order; each budget crossed is recorded
+# once, with the operation whose running total crossed it.
+_CHARGE = """
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[])
+        WITH ORDINALITY AS b(tenant, id, occurred_at, cost_usd, n)
+), charged AS (
+    SELECT b.*, p.period,
+        date_trunc(p.period, b.occurred_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS period_start
+    FROM batch b CROSS JOIN unnest($5::text[]) AS p(period)
+), spent AS (
+    INSERT INTO llmops.spend AS s (tenant, period, period_start, spent_usd)
+    SELECT tenant, period, period_start, sum(cost_usd) FROM charged
+    GROUP BY tenant, period, period_start ORDER BY tenant, period, period_start
+    ON CONFLICT (tenant, period, period_start)
+    DO UPDATE SET spent_usd = s.spent_usd + excluded.spent_usd
+    RETURNING tenant, period, period_start, spent_usd
+), running AS (
+    SELECT c.tenant, c.period, c.period_start, c.id, c.n,
+        s.spent_usd - sum(c.cost_usd) OVER whole + sum(c.cost_usd) OVER upto AS spent_usd
+    FROM charged c JOIN spent s USING (tenant, period, period_start)
+    WINDOW whole AS (PARTITION BY c.tenant, c.period, c.period_start),
+        upto AS (whole ORDER BY c.n)
+)
+INSERT INTO llmops.budget_alerts
+    (tenant, period, period_start, limit_usd, spent_usd, operation_id, published)
+SELECT DISTINCT ON (r.tenant, r.period, r.period_start)
+    r.tenant, r.period, r.period_start, b.limit_usd, r.spent_usd, r.id, $6
+FROM running r JOIN llmops.budgets b ON b.tenant = r.tenant AND b.period = r.period
+WHERE r.spent_usd > b.limit_usd
+ORDER BY r.tenant, r.period, r.period_start, r.n
+ON CONFLICT (tenant, period, period_start) DO NOTHING
+"""
+
+
+_FIELDS = [c.strip() for c in _COLUMNS.split(",")][:-1]  # metadata goes in as json text
+
+
+def _columns(rows: Sequence[tuple[str, Operation]]) -> list[list[Any]]:
+    """One array per column of _INSERT."""
+    ops = [op for _, op in rows]
+    return [
+        [tenant for tenant, _ in rows],
+        *([getattr(op, name) for op in ops] for name in _FIELDS),
+        [json.dumps(op.metadata, separators=(",", ":")) for op in ops],
+    ]
+
+
+async def _alerting(conn: asyncpg.Connection, tenants: list[str]) -> list[str]:
+    """The tenants among `tenants` with budget alerts not yet published (a partial index)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT tenant FROM llmops.budget_alerts"
+        " WHERE NOT published AND tenant = ANY($1::text[])",
+        tenants,
+    )
+    return [r["tenant"] for r in rows]
 
 
 class LlmopsStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def insert(self, tenant: str, op: Operation, *, replayed: bool = False) -> bool:
-        """Store the operation unless its id is stored already; returns whether it was new.
-        The spend it adds and the budgets it crosses are written in the same transaction; a
-        `replayed` operation (rebuild) records a crossed budget as already published."""
+    async def insert_many(
+        self, rows: Sequence[tuple[str, Operation]], *, replayed: bool = False
+    ) -> list[Stored]:
+        """Store (tenant, operation) rows in one transaction, each unless its id is stored
+        already (or earlier in `rows`); the spend they add and the budgets they cross are
+        written with them. A `replayed` batch (rebuild) records a crossed budget as already
+        published. One result per row, in order."""
+        first: dict[tuple[str, str], int] = {}
+        for i, (tenant, op) in enumerate(rows):
+            first.setdefault((tenant, op.id), i)
+        # Rows go in by key, so that batches holding the same ids lock them in one order.
+        fresh = sorted(first.items())
         async with self.pool.acquire() as conn, conn.transaction():
-            created = await conn.fetchval(
-                f"INSERT INTO llmops.operations (tenant, {_COLUMNS})"  # noqa: S608 (constant)
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
-                " $16, $17, $18, $19::jsonb)"
-                " ON CONFLICT (tenant, id) DO NOTHING RETURNING true",
-                tenant,
-                op.id,
-                op.occurred_at,
-                op.operation_type,
-                op.model,
-                op.provider,
-                op.prompt_tokens,
-                op.completion_tokens,
-                op.total_tokens,
-                op.cost_usd,
-                op.latency_ms,
-                op.ttft_ms,
-                op.status,
-                op.error_class,
-                op.error_message,
-                op.user_id,
-                op.agent_id,
-                op.cache_hit,
-                json.dumps(op.metadata, separators=(",", ":")),
-            )
-            if not created or op.cost_usd <= 0:
-                return bool(created)
-            # Day then month, in every transaction: concurrent inserts lock them in one order.
-            spent = await conn.fetch(
-                "INSERT INTO llmops.spend AS s (tenant, period, period_start, spent_usd)"
-                " SELECT $1, p, date_trunc(p, $2::timestamptz AT TIME ZONE 'UTC')"
-                " AT TIME ZONE 'UTC', $3"
-                " FROM unnest($4::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n"
-                " ON CONFLICT (tenant, period, period_start)"
-                " DO UPDATE SET spent_usd = s.spent_usd + excluded.spent_usd"
-                " RETURNING period, period_start, spent_usd",
-                tenant,
-                op.occurred_at,
-                op.cost_usd,
-                list(PERIODS),
-            )
-            await conn.execute(
-                "INSERT INTO llmops.budget_alerts"
-                " (tenant, period, period_start, limit_usd, spent_usd, operation_id, published)"
-                " SELECT $1, s.period, s.period_start, b.limit_usd, s.spent_usd, $2, $6"
-                " FROM unnest($3::text[], $4::timestamptz[], $5::float8[])"
-                " AS s(period, period_start, spent_usd)"
-                " JOIN llmops.budgets b ON b.tenant = $1 AND b.period = s.period"
-                " WHERE s.spent_usd > b.limit_usd"
-                " ON CONFLICT (tenant, period, period_start) DO NOTHING",
-                tenant,
-                op.id,
-                [r["period"] for r in spent],
-                [r["period_start"] for r in spent],
-                [r["spent_usd"] for r in spent],
-                replayed,
-            )
-        return True
+            inserted = await conn.fetch(_INSERT, *_columns([rows[i] for _, i in fresh]))
+            created = {(r["tenant"], r["id"]) for r in inserted}
+            charged = [
+                rows[i]
+                for key, i in sorted(first.items(), key=lambda item: item[1])
+                if key in created and rows[i][1].cost_usd > 0
+            ]
+            if charged:
+                await conn.execute(
+                    _CHARGE,
+                    [tenant for tenant, _ in charged],
+                    [op.id for _, op in charged],
+                    [op.occurred_at for _, op in charged],
+                    [op.cost_usd for _, op in charged],
+                    list(PERIODS),
+                    replayed,
+                )
+            tenants = sorted({tenant for tenant, _ in rows})
+            alerting = set(await _alerting(conn, tenants)) if not replayed else set()
+        out = []
+        for i, (tenant, op) in enumerate(rows):
+            new = first[(tenant, op.id)] == i and (tenant, op.id) in created
+            out.append(Stored(created=new, alerts=tenant in alerting))
+            alerting.discard(tenant)  # one handler per tenant publishes its alerts
+        return out
+
+    async def refresh_rollups(self, tenant: str | None) -> None:
+        """Recompute the rollups of `tenant` (of every tenant when None) from its operations;
+        writers of operations wait until it is done."""
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT llmops.refresh_rollups($1)", tenant)
 
     async def unpublished_alerts(self, tenant: str) -> list[Alert]:
         rows = await self.pool.fetch(
@@ -203,56 +258,39 @@ class LlmopsStore:
         )
         return rows
 
-    async def metrics(self, tenant: str, filters: Filters) -> list[asyncpg.Record]:
-        """One row per grouping: overall (both keys NULL), per operation type, per model."""
-        where, args = filters.where(tenant)
-        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            # The percentiles sort every row of each grouping set; more memory than the default
-            # 4MB lets a large range sort in memory instead of spilling to disk.
+    async def metrics(
+        self, tenant: str, filters: Filters
+    ) -> tuple[dict[GroupKey, asyncpg.Record], dict[GroupKey, Histograms]]:
+        """Totals and histograms overall, per operation type and per model (aggregates.py)."""
+        equal = filters.equalities()
+        spans = (
+            Spans.of(filters.since, filters.until)
+            if ROLLED_UP.issuperset(equal)
+            else Spans(((filters.since, filters.until),))
+        )
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(readonly=True, isolation="repeatable_read"),
+        ):
+            # Raw ranges are bucketed and grouped in memory: room for a user's or agent's
+            # month without spilling to disk.
             await conn.execute(f"SET LOCAL work_mem = '{AGGREGATE_WORK_MEM}'")
-            rows: list[asyncpg.Record] = await conn.fetch(
-                f"SELECT grouping(operation_type) AS g_type, grouping(model) AS g_model,"  # noqa: S608
-                f" operation_type, model, {_STATS}"
-                f" FROM llmops.operations WHERE {where}"
-                " GROUP BY GROUPING SETS ((), (operation_type), (model))"
-                " ORDER BY operation_type NULLS FIRST, model NULLS FIRST",
-                *args,
+            return await aggregates.metrics(conn, Query(spans, tenant, equal))
+
+    async def cost_analysis(
+        self, tenant: str, since: dt.datetime, until: dt.datetime, bucket: str
+    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        """Cost groups and the trend in `bucket`s (aggregates.py), from one snapshot."""
+        trend_spans = Spans.of(since, until, days=bucket == "day")
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(readonly=True, isolation="repeatable_read"),
+        ):
+            groups = await aggregates.cost_groups(conn, Query(Spans.of(since, until), tenant))
+            trend = await aggregates.cost_trend(
+                conn, Query(trend_spans, tenant), since, until, bucket
             )
-        return rows
-
-    async def cost_groups(self, tenant: str, filters: Filters) -> list[asyncpg.Record]:
-        """Cost per model, operation type, user and agent, and overall (every key NULL)."""
-        where, args = filters.where(tenant)
-        rows: list[asyncpg.Record] = await self.pool.fetch(
-            "SELECT grouping(model, operation_type, user_id, agent_id) AS g,"  # noqa: S608
-            " model, operation_type, user_id, agent_id,"
-            " coalesce(sum(cost_usd), 0) AS cost_usd, count(*) AS operations,"
-            " coalesce(sum(total_tokens), 0)::bigint AS total_tokens"
-            f" FROM llmops.operations WHERE {where}"
-            " GROUP BY GROUPING SETS ((), (model), (operation_type), (user_id), (agent_id))"
-            " ORDER BY cost_usd DESC, model, operation_type, user_id, agent_id",
-            *args,
-        )
-        return rows
-
-    async def cost_trend(self, tenant: str, filters: Filters, bucket: str) -> list[asyncpg.Record]:
-        """Every `bucket` (hour, day; UTC) of the range with its cost, oldest first."""
-        where, args = filters.where(tenant)
-        args.append(bucket)
-        b = f"${len(args)}"
-        rows: list[asyncpg.Record] = await self.pool.fetch(
-            f"WITH agg AS (SELECT date_trunc({b}, occurred_at AT TIME ZONE 'UTC') AS start,"  # noqa: S608
-            " sum(cost_usd) AS cost_usd, count(*) AS operations"
-            f" FROM llmops.operations WHERE {where} GROUP BY 1)"
-            " SELECT g.start AT TIME ZONE 'UTC' AS start, coalesce(agg.cost_usd, 0) AS cost_usd,"
-            " coalesce(agg.operations, 0) AS operations"
-            f" FROM generate_series(date_trunc({b}, $2::timestamptz AT TIME ZONE 'UTC'),"
-            " $3::timestamptz AT TIME ZONE 'UTC' - interval '1 microsecond',"
-            f" ('1 ' || {b})::interval) AS g(start)"
-            " LEFT JOIN agg ON agg.start = g.start ORDER BY g.start",
-            *args,
-        )
-        return rows
+        return groups, trend
 
     async def set_budget(self, tenant: str, period: str, limit_usd: float) -> bool:
         """Set or (limit 0) remove a budget; returns whether one exists afterwards."""
