@@ -2,6 +2,7 @@
 
     python -m benchmarks.llmops                      # writes benchmarks/results/llmops.json
     python -m benchmarks.llmops --events 20000 --rows 200000 --other-rows 20000   # shorter
+    python -m benchmarks.llmops --concurrency 512 --job-batch 256   # the worker's AIFLEET_*
 
 Starts an embedded nats-server and PostgreSQL.
 
@@ -9,12 +10,17 @@ Starts an embedded nats-server and PostgreSQL.
    AI_EVENTS before any consumer exists: a backlog.
 2. Raw baseline: a durable pull consumer on the same subjects fetched by this process in
    batches of 256, each message acked (no decode, no database).
-3. Ingest: the llmops worker in its own process (on uvloop, like `aifleet worker llmops`)
-   creates its consumer and drains the same backlog into PostgreSQL; timed from its `ready`
-   line until the table holds every event.
-4. Latency: `--rows` operations of one tenant spread over 30 days, and `--other-rows` for each
-   of 9 other tenants, generated in SQL; then `metrics` and `cost_analysis` over NATS, one
-   request at a time (1 warm-up, `--repeats` timed).
+3. Ingest: the llmops worker in its own process (on uvloop, like `aifleet worker llmops`;
+   `--concurrency` and `--job-batch` set its in-flight limit and fetch size, default the
+   runtime's) creates its consumer and drains the same backlog into PostgreSQL; timed from its
+   `ready` line until the table holds every event.
+4. Hot rollup rows: `--calls` direct `log_operation` calls of one tenant, one model and one
+   hour, `--in-flight` at a time: every insert adds to the same rollup and spend rows.
+5. Latency: `--rows` operations of one tenant spread over 30 days, and `--other-rows` for each
+   of 9 other tenants, generated in SQL with the rollup triggers off, then rolled up in one
+   pass (`llmops.refresh_rollups`, what the migration does for rows stored before rollups
+   existed; timed); then `metrics` and `cost_analysis` over NATS, one request at a time
+   (1 warm-up, `--repeats` timed).
 """
 
 from __future__ import annotations
@@ -55,14 +61,14 @@ FROM generate_series(1, $2) AS g
 """
 
 
-async def serve(nats_url: str, database_url: str) -> None:
+async def serve(nats_url: str, database_url: str, tuning: dict[str, int]) -> None:
     from benchmarks.servers import ready, until_sigterm
     from workers.llmops import service as llmops
     from workers.runtime.config import Settings
     from workers.runtime.worker import Worker
 
     settings = Settings.model_validate(
-        {"nats_url": nats_url, "database_url": database_url, "log_level": "WARNING"}
+        {"nats_url": nats_url, "database_url": database_url, "log_level": "WARNING", **tuning}
     )
     worker = Worker([llmops.component], settings)
     await worker.start()
@@ -158,6 +164,48 @@ async def wait_rows(dsn: str, tenant: str, count: int, timeout: float) -> float:
     raise TimeoutError(f"fewer than {count} rows after {timeout:g}s")
 
 
+async def hot_rows(nats_url: str, calls: int, in_flight: int) -> dict[str, Any]:
+    """Direct log_operation calls that all add to one tenant's same rollup and spend rows."""
+    import nats
+
+    from schemas.v1.llmops_pb2 import LlmOperationEvent, LogOperationResponse
+    from workers.runtime.client import Client
+
+    nc = await nats.connect(nats_url)
+    client = Client(nc, timeout=60.0)
+    moment = dt.datetime.now(dt.UTC).replace(minute=30, second=0, microsecond=0)
+    times: list[float] = []
+    pending = iter(range(calls))
+
+    async def caller() -> None:
+        for i in pending:
+            event = LlmOperationEvent(
+                id=f"hot-{i}",
+                operation_type="chat",
+                model="model-hot",
+                cost_usd=0.0001,
+                latency_ms=float(100 + i % 900),
+                status="success",
+            )
+            event.occurred_at.FromDatetime(moment)
+            started = time.perf_counter()
+            await client.call("hot", "llmops", "log_operation", event, LogOperationResponse)
+            times.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    await nc.close()
+    times.sort()
+    return {
+        "calls": calls,
+        "in_flight": in_flight,
+        "per_second": round(calls / elapsed),
+        "p50_ms": round(statistics.median(times), 1),
+        "p99_ms": round(times[int(len(times) * 0.99)], 1),
+    }
+
+
 async def generate_rows(dsn: str, rows: int, other_rows: int) -> dict[str, Any]:
     import asyncpg
 
@@ -165,12 +213,21 @@ async def generate_rows(dsn: str, rows: int, other_rows: int) -> dict[str, Any]:
     try:
         now = dt.datetime.now(dt.UTC)
         started = time.perf_counter()
+        await conn.execute("ALTER TABLE llmops.operations DISABLE TRIGGER USER")
         await conn.execute(GENERATE, "big", rows, now)
         for i in range(9):
             await conn.execute(GENERATE, f"other{i}", other_rows, now)
-        await conn.execute("ANALYZE llmops.operations")
+        await conn.execute("ALTER TABLE llmops.operations ENABLE TRIGGER USER")
+        loaded = time.perf_counter()
+        await conn.execute("SELECT llmops.refresh_rollups(NULL)")
+        rolled = time.perf_counter()
+        await conn.execute("ANALYZE")
         total = await conn.fetchval("SELECT count(*) FROM llmops.operations")
-        return {"rows_total": total, "load_seconds": round(time.perf_counter() - started, 1)}
+        return {
+            "rows_total": total,
+            "load_seconds": round(loaded - started, 1),
+            "rollup_seconds": round(rolled - loaded, 1),
+        }
     finally:
         await conn.close()
 
@@ -244,9 +301,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--other-rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--concurrency", type=int)
+    parser.add_argument("--job-batch", type=int)
     args = parser.parse_args(argv)
+    tuning = {
+        name: value
+        for name, value in (("concurrency", args.concurrency), ("job_batch", args.job_batch))
+        if value is not None
+    }
     if args.mode == "serve":
-        run_async(serve(args.nats_url, args.database_url))
+        run_async(serve(args.nats_url, args.database_url, tuning))
         return
 
     from workers.embedded import EmbeddedNats, EmbeddedPostgres
@@ -270,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
                     nats_server.url,
                     "--database-url",
                     postgres.dsn,
+                    *(f"--{name.replace('_', '-')}={value}" for name, value in tuning.items()),
                 ],
                 cwd=REPO,
                 stdout=subprocess.PIPE,
@@ -288,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
                 "seconds": round(done - started, 2),
                 "per_second": round(args.events / (done - started)),
             }
+            hot = run_async(hot_rows(nats_server.url, args.calls, args.in_flight))
             loaded = run_async(generate_rows(postgres.dsn, args.rows, args.other_rows))
             latency = run_async(query_latency(nats_server.url, args.repeats))
         finally:
@@ -304,7 +372,9 @@ def main(argv: list[str] | None = None) -> None:
         "publish_backlog": published,
         "raw_fetch_ack": raw,
         "ingest": ingest,
+        "ingest_worker_settings": tuning or "runtime defaults",
         "ingest_per_raw_fetch": round(ingest["per_second"] / raw["per_second"], 3),
+        "log_operation_hot_rows": hot,
         "latency_rows": {"big_tenant": args.rows, "each_of_9_others": args.other_rows, **loaded},
         "latency": latency,
     }
