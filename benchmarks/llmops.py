@@ -263,6 +263,11 @@ async def query_latency(nats_url: str, repeats: int) -> dict[str, Any]:
             MetricsRequest(**month, model="model-3"),
             MetricsResponse,
         ),
+        "metrics, 30 days, one agent (raw rows)": (
+            "metrics",
+            MetricsRequest(**month, agent_id="agent-7"),
+            MetricsResponse,
+        ),
         "cost_analysis, 30 days, day buckets": (
             "cost_analysis",
             CostAnalysisRequest(**month, bucket="day"),

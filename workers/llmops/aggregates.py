@@ -136,41 +136,51 @@ def _group(r: asyncpg.Record) -> GroupKey:
     return ("model", r["model"])
 
 
-_METRICS_TOTALS = """
-WITH src AS (
+# One statement, so the raw rows are read once: grouped first by model, type and both buckets,
+# then added to the totals and to the histograms of the rollups. Totals rows have no bucket.
+_METRICS = """
+WITH raw AS MATERIALIZED (
+    SELECT model, operation_type, llmops.latency_bucket(latency_ms) AS latency_bucket,
+        llmops.latency_bucket(ttft_ms) AS ttft_bucket, count(*) AS operations,
+        count(*) FILTER (WHERE status = 'error') AS errors,
+        count(*) FILTER (WHERE cache_hit) AS cache_hits, sum(prompt_tokens) AS prompt_tokens,
+        sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens,
+        sum(cost_usd::numeric) AS cost_usd, sum(latency_ms::numeric) AS latency_ms
+    FROM llmops.operations WHERE {raw}
+    GROUP BY 1, 2, 3, 4
+), totals AS (
     SELECT model, operation_type, operations, errors, cache_hits, prompt_tokens,
         completion_tokens, total_tokens, cost_usd, latency_ms
     FROM llmops.rollups WHERE {rolled}
     UNION ALL
-    SELECT model, operation_type, 1, (status = 'error')::int, cache_hit::int, prompt_tokens,
-        completion_tokens, total_tokens, cost_usd::numeric, latency_ms::numeric
-    FROM llmops.operations WHERE {raw}
-)
-SELECT grouping(operation_type) AS g_type, grouping(model) AS g_model, operation_type, model,
-    sum(operations)::bigint AS operations, sum(errors)::bigint AS errors,
-    sum(cache_hits)::bigint AS cache_hits, sum(prompt_tokens)::bigint AS prompt_tokens,
-    sum(completion_tokens)::bigint AS completion_tokens,
-    sum(total_tokens)::bigint AS total_tokens, sum(cost_usd)::float8 AS cost_usd,
-    (sum(latency_ms) / sum(operations))::float8 AS latency_avg
-FROM src GROUP BY GROUPING SETS ((), (operation_type), (model))
-HAVING sum(operations) > 0
-"""
-
-_METRICS_HISTOGRAMS = """
-WITH src AS (
+    SELECT model, operation_type, operations, errors, cache_hits, prompt_tokens,
+        completion_tokens, total_tokens, cost_usd, latency_ms
+    FROM raw
+), buckets AS (
     SELECT model, operation_type, bucket, latencies, ttfts
     FROM llmops.rollup_latency WHERE {rolled}
     UNION ALL
-    SELECT model, operation_type, b.bucket, b.latencies, b.ttfts
-    FROM llmops.operations CROSS JOIN LATERAL (VALUES (llmops.latency_bucket(latency_ms), 1, 0),
-        (llmops.latency_bucket(ttft_ms), 0, 1)) AS b(bucket, latencies, ttfts)
-    WHERE {raw} AND b.bucket IS NOT NULL
+    SELECT model, operation_type, latency_bucket, operations, 0 FROM raw
+    UNION ALL
+    SELECT model, operation_type, ttft_bucket, 0, operations FROM raw
+    WHERE ttft_bucket IS NOT NULL
 )
 SELECT grouping(operation_type) AS g_type, grouping(model) AS g_model, operation_type, model,
-    bucket, sum(latencies)::bigint AS latencies, sum(ttfts)::bigint AS ttfts
-FROM src GROUP BY GROUPING SETS ((bucket), (operation_type, bucket), (model, bucket))
+    NULL::integer AS bucket, sum(operations)::bigint AS operations,
+    sum(errors)::bigint AS errors, sum(cache_hits)::bigint AS cache_hits,
+    sum(prompt_tokens)::bigint AS prompt_tokens,
+    sum(completion_tokens)::bigint AS completion_tokens,
+    sum(total_tokens)::bigint AS total_tokens, sum(cost_usd)::float8 AS cost_usd,
+    (sum(latency_ms) / sum(operations))::float8 AS latency_avg,
+    NULL::bigint AS latencies, NULL::bigint AS ttfts
+FROM totals GROUP BY GROUPING SETS ((), (operation_type), (model))
+HAVING sum(operations) > 0
+UNION ALL
+SELECT grouping(operation_type), grouping(model), operation_type, model, bucket,
+    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, sum(latencies)::bigint, sum(ttfts)::bigint
+FROM buckets GROUP BY GROUPING SETS ((bucket), (operation_type, bucket), (model, bucket))
 HAVING sum(latencies) > 0 OR sum(ttfts) > 0
-ORDER BY bucket
+ORDER BY bucket NULLS FIRST
 """
 
 
@@ -178,10 +188,13 @@ async def metrics(
     conn: asyncpg.Connection, query: Query
 ) -> tuple[dict[GroupKey, asyncpg.Record], dict[GroupKey, Histograms]]:
     """Totals and histograms of the whole set, of each operation type and of each model."""
-    sql = {"rolled": query.rolled, "raw": query.raw}
-    totals = {_group(r): r for r in await conn.fetch(_METRICS_TOTALS.format(**sql), *query.args)}
+    sql = _METRICS.format(rolled=query.rolled, raw=query.raw)
+    totals: dict[GroupKey, asyncpg.Record] = {}
     histograms: dict[GroupKey, Histograms] = defaultdict(Histograms)
-    for r in await conn.fetch(_METRICS_HISTOGRAMS.format(**sql), *query.args):
+    for r in await conn.fetch(sql, *query.args):
+        if r["bucket"] is None:
+            totals[_group(r)] = r
+            continue
         found = histograms[_group(r)]
         if r["latencies"]:
             found.latency.append((r["bucket"], r["latencies"]))
