@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
-from schemas.errors import BadRequest, ServiceError
+from schemas.errors import BadRequest, DeadlineExceeded, ServiceError
 from schemas.v1 import gateway_pb2
 from schemas.v1.common_pb2 import ChatMessage
 from schemas.v1.gateway_pb2 import (
@@ -73,7 +73,8 @@ class GatewayService:
             return await self._served_from_cache(ctx, req, op, cached)
         with accounting.gen_ai_span(op, params, self.settings.capture_content) as span:
             try:
-                response = await self.router.complete(alias, params, self._timeout(ctx))
+                async with self._deadline(ctx):
+                    response = await self.router.complete(alias, params, self._provider_timeout)
             except Exception as exc:
                 raise await self._failed(ctx, req.agent_id, op, span, exc) from exc
             reply = self._reply(op, response)
@@ -100,16 +101,17 @@ class GatewayService:
         calls: dict[int, Any] = {}
         with accounting.gen_ai_span(op, params, self.settings.capture_content) as span:
             try:
-                stream = await self.router.stream(alias, params, self._timeout(ctx))
-                who = self.router.answerer(getattr(stream, "_hidden_params", None), alias)
-                op.model, op.provider = who.model, who.provider
-                yield GenerateChunk(
-                    id=op.id, role="assistant", model=alias, provider_model=who.model
-                )
-                async for part in stream:
-                    piece = self._chunk(op, part, reply, text, calls)
-                    if piece is not None:
-                        yield piece
+                async with self._deadline(ctx):
+                    stream = await self.router.stream(alias, params, self._provider_timeout)
+                    who = self.router.answerer(getattr(stream, "_hidden_params", None), alias)
+                    op.model, op.provider = who.model, who.provider
+                    yield GenerateChunk(
+                        id=op.id, role="assistant", model=alias, provider_model=who.model
+                    )
+                    async for part in stream:
+                        piece = self._chunk(op, part, reply, text, calls)
+                        if piece is not None:
+                            yield piece
             except Exception as exc:
                 raise await self._failed(ctx, req.agent_id, op, span, exc) from exc
             who = self.router.answerer(getattr(stream, "_hidden_params", None), alias)
@@ -161,7 +163,10 @@ class GatewayService:
         dims = req.dimensions if req.HasField("dimensions") else None
         with accounting.gen_ai_span(op, {}, capture_content=False) as span:
             try:
-                response = await self.router.embed(alias, list(req.texts), dims, self._timeout(ctx))
+                async with self._deadline(ctx):
+                    response = await self.router.embed(
+                        alias, list(req.texts), dims, self._provider_timeout
+                    )
             except Exception as exc:
                 raise await self._failed(ctx, req.agent_id, op, span, exc) from exc
             who = self.router.answerer(getattr(response, "_hidden_params", None), alias)
@@ -215,8 +220,15 @@ class GatewayService:
             cached.id = op.id  # this operation's id (its event's), not the original's
         return alias, params, limits, op, cached
 
-    def _timeout(self, ctx: Context) -> float:
-        return max(0.05, min(self.settings.timeout_seconds, ctx.remaining() - _DEADLINE_SLACK_S))
+    @property
+    def _provider_timeout(self) -> float:
+        """litellm's timeout: always the same value, because litellm caches its provider clients
+        (and their connections) by timeout; a per-request value built a new client per call."""
+        return self.settings.timeout_seconds
+
+    def _deadline(self, ctx: Context) -> asyncio.Timeout:
+        """The caller's deadline, less the time the error reply needs."""
+        return asyncio.timeout(max(0.05, ctx.remaining() - _DEADLINE_SLACK_S))
 
     def _reply(self, op: Operation, response: Any) -> GenerateResponse:
         who = self.router.answerer(getattr(response, "_hidden_params", None), op.alias)
@@ -291,7 +303,12 @@ class GatewayService:
         """The error to raise for a failed provider call, after accounting for it."""
         from workers.gateway.router import provider_error
 
-        error = exc if isinstance(exc, ServiceError) else provider_error(exc)
+        if isinstance(exc, TimeoutError):
+            error: BaseException | None = DeadlineExceeded(
+                "the model did not answer before the request's deadline"
+            )
+        else:
+            error = exc if isinstance(exc, ServiceError) else provider_error(exc)
         op.error_class = type(exc).__name__
         op.error_message = str(getattr(exc, "message", "") or exc)
         accounting.finish_span(span, op, None, False)
