@@ -59,6 +59,12 @@ class BridgeSettings(BaseSettings):
     rate_per_second: float = Field(100.0, ge=0, description="per-tenant refill rate; 0 = off")
     rate_burst: int = Field(200, ge=1, description="per-tenant bucket size")
     max_tenants_tracked: int = Field(100_000, ge=1, description="rate-limit buckets kept")
+    rate_limit_delay: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="how long a request over its tenant's rate waits for its 429; 0 = at once",
+    )
 
     components: list[str] | None = Field(
         None, description="components /readyz requires; default: every service with routes"

@@ -12,6 +12,7 @@ from the reply inbox.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -169,7 +170,14 @@ class Forwarder:
         """Authenticate (401/403), spend a token of the tenant's rate (429), set the deadline,
         then read the body (413/408/415), or refuse one on a route that takes none."""
         caller = ex.caller = self.auth.authenticate(ex.headers)
-        self.limiter.take(caller.tenant)
+        try:
+            self.limiter.take(caller.tenant)
+        except RateLimited:
+            # Held before it is answered: a client that ignores Retry-After and retries at once
+            # gets one rejection per connection per delay, so its flood cannot take the event
+            # loop (and the other tenants' latency) with it. A sleep costs no CPU.
+            await asyncio.sleep(self.settings.rate_limit_delay)
+            raise
         deadline = ex.deadline = ex.started + _timeout(ex.headers, self.settings.request_timeout)
         if takes_body:
             _check_content_type(ex.headers)

@@ -8,7 +8,9 @@ bridge/server.py closes connections whose headers do not arrive within `header_t
 
 The rate limit is an in-process token bucket per tenant (a bridge replica enforces its share;
 run N replicas, each tenant gets up to N times the rate). Refusing is O(1) and touches nothing
-else, so one tenant's flood costs another tenant next to nothing.
+else, and the 429 is held `rate_limit_delay` before it is sent (bridge/forward.py): a client
+retrying at once cannot turn rejections into a flood of the bridge's event loop, so one
+tenant's flood costs another tenant little latency.
 """
 
 from __future__ import annotations

@@ -222,3 +222,30 @@ async def test_tenant_over_its_rate_gets_429_while_others_succeed(
     seen: Spy = await spy()
     assert seen.subjects.count("ai.v1.flood.req.echo.echo") <= 7
     print(f"calm tenant p50 during the flood: {statistics.median(calm_latency) * 1000:.1f} ms")
+
+
+async def test_a_client_ignoring_retry_after_gets_one_rejection_per_delay(
+    nats_server: EmbeddedNats, fleet: Worker
+) -> None:
+    """Each 429 is held `rate_limit_delay` before it is sent: 8 connections retrying at once for
+    1 s get at most 8 x (1 s / 0.25 s + 1) answers, however fast they retry."""
+    settings = bridge_settings(
+        nats_server.url, rate_per_second=1, rate_burst=1, rate_limit_delay=0.25
+    )
+    async with serving(settings) as client:
+        statuses: list[int] = []
+        deadline = time.monotonic() + 1.0
+
+        async def loop() -> None:
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                response = await client.post(
+                    "/api/v1/echo", json={}, headers={"X-Tenant-ID": "ignores-retry-after"}
+                )
+                statuses.append(response.status_code)
+                if response.status_code == 429:
+                    assert time.monotonic() - started >= 0.25
+
+        await asyncio.gather(*(loop() for _ in range(8)))
+    assert statuses.count(429) >= 8
+    assert len(statuses) <= 8 * (1 / 0.25 + 1) + 2
