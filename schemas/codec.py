@@ -2,8 +2,9 @@
 
 The `Content-Type` header picks the codec; no header means JSON so `nats req` works by hand.
 msgpack and JSON go through the proto message, so an unknown field or a wrong type is a
-`BadRequest`, never silently dropped. msgpack uses the proto3 JSON field names but native
-values: bytes as binary, 64-bit integers as integers.
+`BadRequest`, never silently dropped. msgpack uses the proto field names (as declared in the
+.proto, e.g. `ttl_seconds`; JSON also accepts the lowerCamel spelling) and native values: bytes
+as binary, 64-bit integers as integers.
 """
 
 from __future__ import annotations
