@@ -186,7 +186,8 @@ async def context_over_nats(nats_url: str, budget: int, repeats: int) -> dict[st
 
 
 def context_in_process(budget: int, repeats: int) -> dict[str, Any]:
-    from schemas.v1.prompt_pb2 import BuildContextRequest, ChatMessage
+    from schemas.v1.common_pb2 import ChatMessage
+    from schemas.v1.prompt_pb2 import BuildContextRequest
     from workers.prompt import tokens
     from workers.prompt.service import build_context
 
@@ -194,7 +195,7 @@ def context_in_process(budget: int, repeats: int) -> dict[str, Any]:
         model="gpt-4o",
         budget_tokens=budget,
         system_prompt="You answer questions about the fleet.",
-        messages=[ChatMessage(**m) for m in conversation()],
+        messages=[ChatMessage(role=m["role"], content=m["content"]) for m in conversation()],
     )
     counter = tokens.counter_for("gpt-4o", approx_factor=1.3)
 
