@@ -40,6 +40,7 @@ from workers.gateway.store import MIGRATIONS, SCHEMA, SemanticCache
 from workers.runtime.component import Component
 from workers.runtime.config import load_settings
 from workers.runtime.context import Context
+from workers.runtime.logs import get_logger
 from workers.runtime.postgres import migrate
 from workers.runtime.resources import Resources
 
@@ -382,8 +383,12 @@ async def _purge_expired(store: list[SemanticCache]) -> None:
     while True:
         await asyncio.sleep(300)
         if store:
-            with contextlib.suppress(Exception):
+            try:
                 await store[0].purge_expired()
+            except Exception as exc:  # a failed purge is retried next round
+                get_logger(component="gateway").warning(
+                    "semantic cache purge failed", error=repr(exc)
+                )
 
 
 def import_litellm() -> None:
