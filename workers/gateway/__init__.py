@@ -7,6 +7,7 @@ An operator's own values win (setdefault).
 """
 
 import os
+import warnings
 
 for _name, _value in (
     ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
@@ -17,3 +18,9 @@ for _name, _value in (
     ("ORT_DISABLE_TELEMETRY", "1"),
 ):
     os.environ.setdefault(_name, _value)
+
+# litellm's TypedDicts make pydantic warn (one line per type, ~20 at import) about a qualifier
+# pydantic does not enforce; they are litellm's, not the operator's to act on.
+warnings.filterwarnings(
+    "ignore", message=r".*the `ReadOnly` qualifier", category=UserWarning, module=r"pydantic\."
+)
