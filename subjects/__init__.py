@@ -166,5 +166,7 @@ def gateway_usage_prefix(tenant: str) -> str:
     return f"aifleet:gateway-usage:{{{check_tenant(tenant)}}}:"
 
 
+# Redis list of llm_operation events JetStream did not take, published again by the gateway.
+GATEWAY_OUTBOX_KEY = "aifleet:gateway-outbox"
 # Exact-response-cache keys of the gateway inside the tenant's cache (through the cache component).
 GATEWAY_CACHE_KEY_PREFIX = "gateway:response:"

@@ -21,6 +21,7 @@ from opentelemetry import metrics
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from schemas.v1.llmops_pb2 import LlmOperationEvent
+from workers.gateway.outbox import EventOutbox
 from workers.runtime.context import Context
 from workers.runtime.telemetry import provider_tracer, tracing_enabled
 
@@ -109,14 +110,20 @@ def operation_event(op: Operation, ctx: Context, agent_id: str) -> LlmOperationE
     return event
 
 
-async def publish(op: Operation, ctx: Context, agent_id: str) -> None:
-    """Publish the operation's event and metrics. A JetStream outage is logged, not raised:
-    the caller already has (and may have paid for) its reply."""
+async def publish(op: Operation, ctx: Context, agent_id: str, outbox: EventOutbox) -> None:
+    """Publish the operation's event and metrics. An event JetStream does not take goes to the
+    outbox and is published later; the caller already has (and may have paid for) its reply,
+    so neither failure is raised."""
     _record_metrics(op)
+    event = operation_event(op, ctx, agent_id)
     try:
-        await ctx.emit(EVENT, operation_event(op, ctx, agent_id), msg_id=op.id)
+        await ctx.emit(EVENT, event, msg_id=op.id)
     except Exception as exc:
-        ctx.log.error("llm operation event not published", op_id=op.id, error=repr(exc))
+        ctx.log.warning("llm_operation event kept for later", op_id=op.id, error=repr(exc))
+        try:
+            await outbox.keep(ctx.tenant, event, ctx.forward_headers())
+        except Exception as lost:
+            ctx.log.error("llm_operation event lost", op_id=op.id, error=repr(lost))
 
 
 def _record_metrics(op: Operation) -> None:

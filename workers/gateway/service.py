@@ -35,6 +35,7 @@ from workers.gateway.accounting import Operation
 from workers.gateway.chat import chat_params, tool_calls_of, usage_of
 from workers.gateway.config import GatewayConfig, GatewaySettings, TenantLimits, load_config
 from workers.gateway.limits import TenantQuota
+from workers.gateway.outbox import EventOutbox
 from workers.gateway.responses import ResponseCache
 from workers.gateway.store import MIGRATIONS, SCHEMA, SemanticCache
 from workers.runtime.component import Component
@@ -61,7 +62,9 @@ class GatewayService:
         cache: ResponseCache,
         settings: GatewaySettings,
         config: GatewayConfig,
+        outbox: EventOutbox,
     ) -> None:
+        self.outbox = outbox
         self.router = router
         self.quota = quota
         self.cache = cache
@@ -83,7 +86,7 @@ class GatewayService:
         await self.quota.record(ctx.tenant, limits, reply.usage.total_tokens, reply.cost_usd)
         await asyncio.gather(
             self.cache.keep(ctx, alias, params, req.cache, reply),
-            accounting.publish(op, ctx, req.agent_id),
+            accounting.publish(op, ctx, req.agent_id, self.outbox),
         )
         return reply
 
@@ -139,7 +142,7 @@ class GatewayService:
         await self.quota.record(ctx.tenant, limits, reply.usage.total_tokens, reply.cost_usd)
         await asyncio.gather(
             self.cache.keep(ctx, alias, params, req.cache, reply),
-            accounting.publish(op, ctx, req.agent_id),
+            accounting.publish(op, ctx, req.agent_id, self.outbox),
         )
 
     async def embed(self, ctx: Context, req: EmbedRequest) -> EmbedResponse:
@@ -185,7 +188,7 @@ class GatewayService:
             reply.embeddings.add().values.extend(_field(item, "embedding"))
         reply.dimensions = len(reply.embeddings[0].values) if reply.embeddings else 0
         await self.quota.record(ctx.tenant, limits, usage.prompt_tokens, op.cost_usd)
-        await accounting.publish(op, ctx, req.agent_id)
+        await accounting.publish(op, ctx, req.agent_id, self.outbox)
         return reply
 
     async def list_models(self, ctx: Context, req: ListModelsRequest) -> ListModelsResponse:
@@ -295,7 +298,7 @@ class GatewayService:
         op.completion_tokens = cached.usage.completion_tokens
         op.metadata.update(cache=cached.cache.kind, saved_cost_usd=cached.cache.saved_cost_usd)
         cached.latency_ms = op.latency_ms
-        await accounting.publish(op, ctx, req.agent_id)
+        await accounting.publish(op, ctx, req.agent_id, self.outbox)
         return cached
 
     async def _failed(
@@ -313,7 +316,7 @@ class GatewayService:
         op.error_class = type(exc).__name__
         op.error_message = str(getattr(exc, "message", "") or exc)
         accounting.finish_span(span, op, None, False)
-        await accounting.publish(op, ctx, agent_id)
+        await accounting.publish(op, ctx, agent_id, self.outbox)
         return error if error is not None else exc
 
 
@@ -368,14 +371,21 @@ async def start(resources: Resources) -> AsyncIterator[GatewayService]:
         return store[0]
 
     cache = ResponseCache(settings, semantic, router.local_embedder)
-    service = GatewayService(router, TenantQuota(resources.redis()), cache, settings, config)
-    purger = asyncio.create_task(_purge_expired(store), name="gateway-cache-purge")
+    outbox = EventOutbox(resources.redis(), resources.events)
+    service = GatewayService(
+        router, TenantQuota(resources.redis()), cache, settings, config, outbox
+    )
+    tasks = [
+        asyncio.create_task(_purge_expired(store), name="gateway-cache-purge"),
+        asyncio.create_task(outbox.run(), name="gateway-event-outbox"),
+    ]
     try:
         yield service
     finally:
-        purger.cancel()
+        for task in tasks:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await purger
+            await asyncio.gather(*tasks)
 
 
 async def _purge_expired(store: list[SemanticCache]) -> None:
