@@ -92,7 +92,7 @@ class GatewaySettings(BaseSettings):
     budget_usd: float = Field(0.0, ge=0, description="spend per period per tenant; 0 = none")
     budget_period: Period = "month"
     cache_ttl_seconds: int = Field(3600, ge=0, description="exact response cache; 0 = off")
-    semantic_threshold: float = Field(0.95, gt=0, le=1)
+    semantic_threshold: float = Field(0.9, gt=0, le=1)
     semantic_ttl_seconds: int = Field(86_400, ge=1)
     capture_content: bool = Field(False, description="record prompts and completions in spans")
     embed_threads: int = Field(0, ge=0, description="onnxruntime threads; 0 = its default")
