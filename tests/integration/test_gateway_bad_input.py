@@ -139,6 +139,7 @@ SEMANTIC: dict[str, tuple[str, dict[str, Any]]] = {
     "embed_blank_text": ("embed", {"texts": ["ok", "  "]}),
     "embed_too_many": ("embed", {"texts": ["x"] * 2049}),
     "embed_dimensions_zero": ("embed", {"texts": ["x"], "dimensions": 0}),
+    "embed_agent_id_too_long": ("embed", {"texts": ["x"], "agent_id": "a" * 129}),
     "embed_with_chat_model": ("embed", {"model": "offline", "texts": ["x"]}),
     "generate_with_embedding_model": (
         "generate",

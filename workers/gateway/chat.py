@@ -74,8 +74,7 @@ def chat_params(req: GenerateRequest) -> dict[str, Any]:
         )
     if req.HasField("response_format"):
         params["response_format"] = _response_format(req)
-    if len(req.agent_id) > MAX_AGENT_ID:
-        raise _bad(f"agent_id is longer than {MAX_AGENT_ID} characters", "agent_id")
+    check_agent_id(req.agent_id)
     if req.HasField("metadata") and req.metadata.ByteSize() > MAX_METADATA_BYTES:
         raise PayloadTooLarge("metadata is larger than 16 KiB", details={"field": "metadata"})
     cache = req.cache
@@ -86,6 +85,11 @@ def chat_params(req: GenerateRequest) -> dict[str, Any]:
             "cache.similarity_threshold must be between 0 and 1", "cache.similarity_threshold"
         )
     return params
+
+
+def check_agent_id(agent_id: str) -> None:
+    if len(agent_id) > MAX_AGENT_ID:
+        raise _bad(f"agent_id is longer than {MAX_AGENT_ID} characters", "agent_id")
 
 
 def _message(m: ChatMessage, i: int) -> dict[str, Any]:

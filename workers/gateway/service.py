@@ -32,7 +32,7 @@ from schemas.v1.gateway_pb2 import (
 )
 from workers.gateway import accounting
 from workers.gateway.accounting import Operation
-from workers.gateway.chat import chat_params, tool_calls_of, usage_of
+from workers.gateway.chat import chat_params, check_agent_id, tool_calls_of, usage_of
 from workers.gateway.config import GatewayConfig, GatewaySettings, TenantLimits, load_config
 from workers.gateway.limits import TenantQuota
 from workers.gateway.outbox import EventOutbox
@@ -157,6 +157,7 @@ class GatewayService:
                     f"texts[{i}] is longer than {MAX_TEXT_CHARS} characters",
                     details={"field": f"texts[{i}]"},
                 )
+        check_agent_id(req.agent_id)
         if req.HasField("dimensions") and not 1 <= req.dimensions <= 65_536:
             raise BadRequest(
                 "dimensions must be between 1 and 65536", details={"field": "dimensions"}
