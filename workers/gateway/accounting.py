@@ -21,11 +21,10 @@ from opentelemetry import metrics
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from schemas.v1.llmops_pb2 import LlmOperationEvent
-from workers.gateway.outbox import EventOutbox
+from workers.gateway.outbox import EVENT, EventOutbox
 from workers.runtime.context import Context
 from workers.runtime.telemetry import provider_tracer, tracing_enabled
 
-EVENT = "llm_operation"
 _REQUEST_ATTRIBUTES = (
     "max_tokens",
     "temperature",

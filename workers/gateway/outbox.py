@@ -19,6 +19,7 @@ from subjects import GATEWAY_OUTBOX_KEY
 from workers.runtime.events import EventPublisher
 from workers.runtime.logs import get_logger
 
+# The event every LLM operation publishes: ai.v1.<tenant>.evt.gateway.llm_operation.
 EVENT = "llm_operation"
 
 
