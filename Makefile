@@ -1,21 +1,42 @@
 # Every target creates or refreshes .venv itself, so a fresh clone needs only Python 3.11 and make.
+# What gets installed is exactly uv.lock (every direct and transitive dependency, pinned with
+# hashes); `make lock` refreshes it on purpose, and `make test` fails when pyproject.toml, the
+# lock, the exported constraints or the installed environment disagree.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
 STAMP := $(VENV)/.installed
+CONSTRAINTS := deploy/constraints.txt
+EXPORT := $(UV) export --frozen --all-extras --no-emit-project --no-hashes --no-header --quiet
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint types pytest proto proto-check bench clean
+.PHONY: run test lint types pytest proto proto-check lock lock-check bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --extra dev --python $(PYTHON)
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/aifleet up
 
-test: $(STAMP) lint types proto-check pytest
+test: $(STAMP) lock-check lint types proto-check pytest
+
+lock: | $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+	$(EXPORT) --output-file $(CONSTRAINTS)
+
+lock-check: $(STAMP)
+	$(UV) lock --check --python $(PYTHON)
+	$(EXPORT) | diff -u $(CONSTRAINTS) - || (echo "$(CONSTRAINTS) is stale: run make lock" >&2; exit 1)
+	$(UV) sync --locked --extra dev --check --python $(PYTHON)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -37,4 +58,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) .aifleet .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .aifleet .mypy_cache .ruff_cache .pytest_cache

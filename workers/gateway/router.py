@@ -15,7 +15,6 @@ from typing import Any
 import litellm
 from litellm import exceptions as errors
 from litellm.router import Router
-from litellm.router_utils.cooldown_handlers import async_get_cooldown_deployments
 from litellm.types.utils import EmbeddingResponse, ModelResponse
 
 from schemas.errors import (
@@ -167,7 +166,9 @@ class ModelRouter:
         self, alias: str, texts: list[str], dimensions: int | None, timeout: float
     ) -> EmbeddingResponse:
         extra: dict[str, Any] = {"dimensions": dimensions} if dimensions else {}
-        return await self.router.aembedding(model=alias, input=texts, timeout=timeout, **extra)
+        response = await self.router.aembedding(model=alias, input=texts, timeout=timeout, **extra)
+        assert isinstance(response, EmbeddingResponse)
+        return response
 
     def count_usage(self, who: Answerer, params: dict[str, Any], completion: str) -> Usage:
         """Token counts by litellm's tokenizer for the model, when the provider gave none."""
@@ -176,7 +177,16 @@ class ModelRouter:
         return Usage(prompt_tokens=prompt, completion_tokens=done, total_tokens=prompt + done)
 
     async def models(self) -> list[ModelInfo]:
-        cooling = set(await async_get_cooldown_deployments(self.router, None) or [])
+        # The Router's health() entry point (litellm >= 1.110); the module-level helpers that took
+        # the Router itself are deprecated there.
+        health = self.router.health()
+        ids = list(self._by_id)
+        cooling = {
+            model_id
+            for model_id, _ in await health.cooldowns.async_get_active_cooldowns(
+                model_ids=ids, parent_otel_span=None
+            )
+        }
         out: dict[str, ModelInfo] = {}
         for model_id, who in self._by_id.items():
             info = out.get(who.alias)
