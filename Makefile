@@ -1,7 +1,8 @@
 # Every target creates or refreshes .venv itself, so a fresh clone needs only Python 3.11 and make.
 # What gets installed is exactly uv.lock (every direct and transitive dependency, pinned with
-# hashes); `make lock` refreshes it on purpose, and `make test` fails when pyproject.toml, the
-# lock, the exported constraints or the installed environment disagree.
+# hashes). After editing pyproject.toml, `make lock` resolves what changed and keeps every other
+# pin; `make lock UPGRADE=1` moves everything to the newest releases on purpose. `make test`
+# fails when pyproject.toml, the lock, the exported constraints or the environment disagree.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -30,7 +31,7 @@ run: $(STAMP)
 test: $(STAMP) lock-check lint types proto-check pytest
 
 lock: | $(UV)
-	$(UV) lock --upgrade --python $(PYTHON)
+	$(UV) lock $(if $(UPGRADE),--upgrade) --python $(PYTHON)
 	$(EXPORT) --output-file $(CONSTRAINTS)
 
 lock-check: $(STAMP)
