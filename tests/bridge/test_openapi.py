@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from bridge.routes import bindings
 from bridge.server import address, bind, serve, server
 from schemas.registry import services
@@ -31,7 +32,6 @@ from tests.conftest import NATS_CONFIG
 from tests.support import shelf
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 
 EXAMPLES = 20  # per operation and mode: about 250 requests in all, a few seconds
 

@@ -11,6 +11,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats
 from bridge.openapi import document
 from bridge.routes import bindings, success_status
 from schemas.registry import Rpc, rpcs_of, services
@@ -19,7 +20,6 @@ from subjects import HEADER_ERROR_CODE, request_subject
 from tests.bridge.conftest import bridge_settings, serving
 from tests.support import shelf
 from tests.support.fleet import running_worker
-from workers.embedded import EmbeddedNats
 
 TENANT = {"X-Tenant-ID": "acme"}
 

@@ -19,6 +19,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.codec import JSON_CODEC, PROTOBUF_CODEC
 from subjects import (
     HEADER_DLQ_DELIVERIES,
@@ -39,7 +40,6 @@ from tests.support.fleet import running_worker
 from tests.support.jobs import RecorderDb, dead_letters, publish_job, publish_raw, queue_idle
 from tests.support.polling import eventually
 from tests.support.testkit_pb2 import RecordJob
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.runtime.worker import Worker
 
 BACKOFF = [0.2, 0.4]
