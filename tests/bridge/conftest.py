@@ -14,6 +14,7 @@ import jwt
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from starlette.applications import Starlette
 
 from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from bridge.config import BridgeSettings
@@ -74,11 +75,12 @@ def hs256(**overrides: Any) -> str:
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: BridgeSettings, *, wait_connected: bool = True
+    settings: BridgeSettings, *, wait_connected: bool = True, app: Starlette | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The bridge on a free port, and an HTTP client pointed at it."""
+    """The bridge (`app`, else one made from `settings`) on a free port, and an HTTP client
+    pointed at it."""
     sock = bind("127.0.0.1", 0)
-    srv = server(settings, handle_signals=False)
+    srv = server(settings, app=app, handle_signals=False)
     task = asyncio.create_task(serve(srv, sock))
     while not srv.started:
         if task.done():
