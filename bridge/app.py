@@ -23,13 +23,13 @@ from nats.aio.client import Client as NATS
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 
 from bridge.auth import authenticator
 from bridge.config import BridgeSettings
-from bridge.docs import docs_page
-from bridge.errors import JSON, error_response, http_exception_handler, service_error_handler
+from bridge.docs import docs_routes
+from bridge.errors import error_response, http_exception_handler, service_error_handler
 from bridge.forward import Forwarder
 from bridge.health import healthz, readyz
 from bridge.limits import RateLimiter
@@ -152,28 +152,9 @@ class Bridge:
             ),
         ]
         if self.settings.docs:
-            doc = document(self.bindings, self.settings)
-            spec = Response(_dumps(doc), media_type=JSON)
-            page = HTMLResponse(docs_page(doc))
-
-            async def openapi(request: Request) -> Response:
-                return spec
-
-            async def docs(request: Request) -> Response:
-                return page
-
-            routes += [
-                Route("/openapi.json", openapi, methods=["GET"]),
-                Route("/docs", docs, methods=["GET"]),
-            ]
+            routes += docs_routes(document(self.bindings, self.settings))
         routes += openai_routes(self.forwarder)
         return routes
-
-
-def _dumps(doc: object) -> bytes:
-    import json
-
-    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 async def _internal(request: Request, exc: Exception) -> Response:

@@ -1,7 +1,9 @@
 """Regenerate the Python code of every .proto in the repo (`make proto`), or check it is fresh.
 
 Generated code is committed so that installing the package needs no protoc; `--check` fails CI
-when a .proto changed without regenerating.
+when a .proto changed without regenerating. Beside the code of each proto directory goes
+`descriptors.binpb`, a FileDescriptorSet of its .proto files with source info: the comments the
+bridge turns into OpenAPI summaries and descriptions (bridge/protodoc.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 from google.api import annotations_pb2
 from grpc_tools import protoc
+
+from schemas.registry import DESCRIPTOR_SET
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIRS = ("schemas/v1", "tests/support")
@@ -38,13 +42,22 @@ def generate(out: Path) -> None:
     bindir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     args = ["protoc", f"-I{ROOT}", *(f"-I{d}" for d in sorted(include_dirs))]
-    args += [f"--python_out={out}", f"--mypy_out={out}", *proto_files()]
-    if protoc.main(args) != 0:
+    if protoc.main([*args, f"--python_out={out}", f"--mypy_out={out}", *proto_files()]) != 0:
         raise SystemExit("protoc failed")
+    for directory in PROTO_DIRS:
+        sources = [f for f in proto_files() if str(Path(f).parent) == directory]
+        descriptors = out / directory / DESCRIPTOR_SET
+        descriptors.parent.mkdir(parents=True, exist_ok=True)
+        source_info = ["--include_source_info", f"--descriptor_set_out={descriptors}"]
+        if sources and protoc.main([*args, *source_info, *sources]) != 0:
+            raise SystemExit("protoc failed")
 
 
 def generated_files(base: Path) -> list[Path]:
-    return sorted(p.relative_to(base) for d in PROTO_DIRS for p in (base / d).glob("*_pb2.py*"))
+    patterns = ("*_pb2.py*", DESCRIPTOR_SET)
+    return sorted(
+        p.relative_to(base) for d in PROTO_DIRS for g in patterns for p in (base / d).glob(g)
+    )
 
 
 def stale_files(fresh_dir: Path) -> list[str]:
