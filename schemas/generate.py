@@ -18,9 +18,11 @@ from importlib import resources
 from pathlib import Path
 
 from google.api import annotations_pb2
+from google.protobuf.descriptor_pb2 import FileDescriptorSet
 from grpc_tools import protoc
 
 from schemas.registry import DESCRIPTOR_SET
+from schemas.stubs import render
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIRS = ("schemas/v1", "tests/support")
@@ -42,8 +44,15 @@ def generate(out: Path) -> None:
     bindir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     args = ["protoc", f"-I{ROOT}", *(f"-I{d}" for d in sorted(include_dirs))]
-    if protoc.main([*args, f"--python_out={out}", f"--mypy_out={out}", *proto_files()]) != 0:
+    # Every file and its imports, for the typed rpc stubs; removed once they are written.
+    everything = out / "all.binpb"
+    generate_args = [f"--python_out={out}", f"--mypy_out={out}"]
+    generate_args += [f"--descriptor_set_out={everything}", "--include_imports", *proto_files()]
+    if protoc.main([*args, *generate_args]) != 0:
         raise SystemExit("protoc failed")
+    write_stubs(out, FileDescriptorSet.FromString(everything.read_bytes()))
+    everything.unlink()
+    # The comments, per proto directory, for the bridge's OpenAPI document.
     for directory in PROTO_DIRS:
         sources = [f for f in proto_files() if str(Path(f).parent) == directory]
         descriptors = out / directory / DESCRIPTOR_SET
@@ -53,10 +62,21 @@ def generate(out: Path) -> None:
             raise SystemExit("protoc failed")
 
 
+def write_stubs(out: Path, files: FileDescriptorSet) -> None:
+    """The typed rpc handles (`<name>_rpc.py`) of every project file that declares a service."""
+    ours = set(proto_files())
+    for file in files.file:
+        source = render(file, files) if file.name in ours else None
+        if source is not None:
+            (out / file.name.replace(".proto", "_rpc.py")).write_text(source)
+
+
 def generated_files(base: Path) -> list[Path]:
-    patterns = ("*_pb2.py*", DESCRIPTOR_SET)
     return sorted(
-        p.relative_to(base) for d in PROTO_DIRS for g in patterns for p in (base / d).glob(g)
+        p.relative_to(base)
+        for d in PROTO_DIRS
+        for pattern in ("*_pb2.py*", "*_rpc.py", DESCRIPTOR_SET)
+        for p in (base / d).glob(pattern)
     )
 
 
