@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -38,6 +35,7 @@ from bridge.openapi import document
 from bridge.routes import RpcRoutes, bindings
 from schemas.errors import Internal, ServiceError, Unavailable
 from schemas.registry import services
+from workers.runtime import connection
 from workers.runtime.client import Client
 from workers.runtime.logs import get_logger
 
@@ -68,41 +66,20 @@ class Bridge:
             self._connecting = asyncio.create_task(self._connect())
 
     async def _connect(self) -> None:
-        last = [0.0]
-
-        async def on_error(exc: Exception) -> None:
-            if time.monotonic() - last[0] > 10:  # a server that is down errs every 0.25 s
-                last[0] = time.monotonic()
-                log.warning("nats error", error=str(exc)[:200] or type(exc).__name__)
-
-        async def on_disconnect() -> None:
-            if not self._closing:
-                log.warning("nats disconnected")
-
-        async def on_reconnect() -> None:
-            log.info("nats reconnected")
-
         try:
-            nc = await self._open(on_error, on_disconnect, on_reconnect)
+            nc = await connection.connect(
+                self.settings.nats_url,
+                name=CONNECTION_NAME,
+                connect_timeout=2,
+                log=log,
+                closing=lambda: self._closing,
+            )
         except Exception as exc:  # e.g. a malformed URL: retrying cannot help
             log.error("bridge cannot connect to nats", error=str(exc)[:200])
             return
         self.nc = nc
         self._client = Client(nc)
         log.info("bridge connected to nats")
-
-    async def _open(self, on_error: Any, on_disconnect: Any, on_reconnect: Any) -> NATS:
-        return await nats.connect(
-            self.settings.nats_url,
-            name=CONNECTION_NAME,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            connect_timeout=2,
-            error_cb=on_error,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-        )
 
     async def client(self) -> Client:
         """The NATS client, or 503 when the bridge is not connected (Lambda: connect first)."""
