@@ -142,3 +142,19 @@ async def test_an_empty_file_is_a_file(files: FileStore) -> None:
     stored = await files.put("acme", "empty", b"", max_bytes=MIB)
     assert (stored.size, stored.sha256) == (0, hashlib.sha256(b"").hexdigest())
     assert [c async for c in files.read("acme", "empty")] == []
+
+
+async def test_the_limit_stops_the_read_at_the_piece_that_passes_it(files: FileStore) -> None:
+    """An upload arriving in small pieces is stopped by the first piece past the limit, not
+    a whole chunk later: what is read beyond the limit is at most one piece."""
+    read = 0
+
+    async def counted() -> AsyncIterator[bytes]:
+        nonlocal read
+        async for part in pattern(4 * MIB, piece=4096):
+            read += len(part)
+            yield part
+
+    with pytest.raises(PayloadTooLarge):
+        await files.put("acme", "limit.bin", counted(), max_bytes=MIB + 10)
+    assert read <= MIB + 10 + 4096

@@ -125,12 +125,8 @@ class FileStore:
         digest = hashlib.sha256()
         size = chunks = 0
         try:
-            async for chunk in _chunks(source):
+            async for chunk in _chunks(source, max_bytes):
                 size += len(chunk)
-                if size > max_bytes:
-                    raise PayloadTooLarge(
-                        "the file is larger than allowed", details={"limit_bytes": max_bytes}
-                    )
                 digest.update(chunk)
                 await self._js.publish(chunk_subject, chunk)
                 chunks += 1
@@ -263,18 +259,30 @@ def _stored(tenant: str, info: api.ObjectInfo) -> StoredFile:
     )
 
 
-async def _chunks(source: Source) -> AsyncIterator[bytes]:
-    """1 MiB chunks of any source (an async source's own pieces are regrouped)."""
+async def _chunks(source: Source, max_bytes: int) -> AsyncIterator[bytes]:
+    """1 MiB chunks of any source (an async source's own pieces are regrouped); 413 as soon
+    as what was read passes `max_bytes`, not a chunk later."""
     if isinstance(source, bytes):
         source = io.BytesIO(source)
+    seen = 0
+
+    def count(piece: bytes) -> bytes:
+        nonlocal seen
+        seen += len(piece)
+        if seen > max_bytes:
+            raise PayloadTooLarge(
+                "the file is larger than allowed", details={"limit_bytes": max_bytes}
+            )
+        return piece
+
     if isinstance(source, io.IOBase) or hasattr(source, "readinto"):
         reader: BinaryIO = source  # type: ignore[assignment]
         while chunk := await asyncio.to_thread(reader.read, CHUNK_BYTES):
-            yield chunk
+            yield count(chunk)
         return
     pending = bytearray()
     async for piece in source:  # type: ignore[union-attr]
-        pending += piece
+        pending += count(piece)
         while len(pending) >= CHUNK_BYTES:
             yield bytes(pending[:CHUNK_BYTES])
             del pending[:CHUNK_BYTES]
