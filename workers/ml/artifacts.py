@@ -123,6 +123,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def unpacked_bytes(path: Path) -> int:
+    """What the artifact's members add up to, unpacked (about its size in memory)."""
+    with zipfile.ZipFile(path) as archive:
+        return sum(i.file_size for i in archive.infolist())
+
+
 def load(path: Path, *, sha256: str, max_bytes: int) -> Any:
     """The pipeline in `path`, if it is the artifact the registry knows and names only
     trusted types; `max_bytes` bounds its uncompressed size."""
