@@ -231,12 +231,17 @@ async def test_drift_names_the_feature_whose_inputs_moved(client: Client) -> Non
     t = tenant()
     await train(client, t, train_request("churn", churn_rows(500)))
     await deploy(client, t, "churn")
-    for row in churn_rows(60, seed=3):
+    rows = churn_rows(400, seed=3)
+    for row in rows:
         row.pop("churned")
         row["usage"] = float(row["usage"]) + 200
-        await predict(client, t, "churn", row)
+    await client.call_rpc(
+        t,
+        MlService.PredictBatch,
+        PredictBatchRequest(model_id="churn", features_list=[struct(r) for r in rows]),
+    )
     found = await client.call_rpc(t, MlService.Drift, MlDriftRequest(model_id="churn"))
-    assert found.rows == 60
+    assert found.rows == 400
     assert "usage" in found.drifted
     assert "tenure" not in found.drifted
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from schemas.v1.ml_pb2 import (
@@ -66,8 +66,7 @@ def signature(data: dict[str, object]) -> MlSignature:
 
 
 def version(row: VersionRow) -> MlModelVersion:
-    params = struct_pb2.Struct()
-    params.update(row.params)
+    params = json_format.ParseDict(row.params, struct_pb2.Struct())
     return MlModelVersion(
         name=row.name,
         version=row.version,

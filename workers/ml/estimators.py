@@ -169,8 +169,7 @@ def model_type(name: str) -> ModelType:
 
 def plain_params(estimator: BaseEstimator) -> dict[str, Any]:
     """The estimator's own parameters as JSON values (what the registry records)."""
-    inner = getattr(estimator, "estimator", None)
-    source = inner if isinstance(inner, BaseEstimator) else estimator
+    source = estimator.estimator if isinstance(estimator, CalibratedClassifierCV) else estimator
     out: dict[str, Any] = {}
     for name, value in source.get_params(deep=False).items():
         if value is None or isinstance(value, bool | int | str):
