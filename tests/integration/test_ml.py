@@ -187,7 +187,9 @@ async def test_progress_and_completion_are_published_as_events(nc: NATS, client:
     )
     event = MlTrainingFinishedEvent.FromString(completed[0])
     assert (event.training_id, event.version) == (done.training_id, 1)
-    stages = [MlTrainingProgressEvent.FromString(b).stage for b in await stored("training_progress")]
+    stages = [
+        MlTrainingProgressEvent.FromString(b).stage for b in await stored("training_progress")
+    ]
     assert stages[:3] == ["loading", "preprocessing", "fitting"]
     assert "registering" in stages
 

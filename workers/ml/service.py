@@ -143,7 +143,7 @@ class MlHandlers:
         job = TrainRequest()
         job.CopyFrom(req)
         job.training_id = training_id
-        await ctx.enqueue(MlRpc.Train, job, msg_id=f"ml-train-{training_id}")
+        await ctx.enqueue(MlRpc.Train, job, msg_id=f"ml-train:{ctx.tenant}:{training_id}")
         row, _ = await self.runs.queue_training(
             ctx.tenant, training_id, spec.name, spec.kind.name, ctx.user_id or ""
         )
@@ -291,7 +291,7 @@ class MlHandlers:
         job = PredictBatchRequest()
         job.CopyFrom(req)
         job.model_id, job.job_id, job.output = f"{ref.name}/{found.version}", job_id, output
-        await ctx.enqueue(MlRpc.PredictBatch, job, msg_id=f"ml-batch-{job_id}")
+        await ctx.enqueue(MlRpc.PredictBatch, job, msg_id=f"ml-batch:{ctx.tenant}:{job_id}")
         row, _ = await self.runs.queue_job(ctx.tenant, job_id, ref.name, found.version, obj, output)
         return PredictBatchResponse(
             name=ref.name, version=row.version, job_id=job_id, status=row.status

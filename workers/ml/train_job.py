@@ -152,7 +152,11 @@ class TrainingJob:
                 metrics=result["metrics"],
             )
             staged = await self.outbox.stage(
-                conn, ctx, ML_TRAINING_COMPLETED, event, msg_id=f"ml-trained-{training_id}"
+                conn,
+                ctx,
+                ML_TRAINING_COMPLETED,
+                event,
+                msg_id=f"ml-trained:{ctx.tenant}:{training_id}",
             )
         await self.outbox.publish(staged)
         return TrainResponse(training_id=training_id, model_id=spec.name, status="completed")
@@ -184,7 +188,7 @@ class TrainingJob:
         event = MlTrainingProgressEvent(
             training_id=training_id, model_id=spec.name, stage=stage, progress=share
         )
-        msg_id = f"ml-progress-{training_id}-{ctx.attempt}-{stage}"
+        msg_id = f"ml-progress:{ctx.tenant}:{training_id}:{ctx.attempt}:{stage}"
         try:
             await ctx.emit(ML_TRAINING_PROGRESS, event, msg_id=msg_id)
         except Exception as exc:  # progress is advisory: the status op has it anyway
@@ -199,7 +203,7 @@ class TrainingJob:
                 training_id=training_id, model_id=spec.name, status="failed", error=reason
             )
             staged = await self.outbox.stage(
-                conn, ctx, ML_TRAINING_FAILED, event, msg_id=f"ml-failed-{training_id}"
+                conn, ctx, ML_TRAINING_FAILED, event, msg_id=f"ml-failed:{ctx.tenant}:{training_id}"
             )
         await self.outbox.publish(staged)
         ctx.log.info("training failed", training_id=training_id, reason=reason)
