@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.errors import Conflict, NotFound
 from schemas.v1.common_pb2 import PageRequest
 from schemas.v1.ml_pb2 import (
@@ -40,7 +41,6 @@ from tests.support.ml_client import (
 )
 from tests.support.ml_db import MlDb
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.ml import service as ml
 from workers.runtime.client import Client
 from workers.runtime.files import FileStore

@@ -13,6 +13,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.v1.ml_rpc import MlService
 from subjects import STREAM_EVENTS, STREAM_JOBS
 from tests.support import wire
@@ -22,7 +23,6 @@ from tests.support.ml import churn_rows
 from tests.support.ml_client import LOW_USAGE, deploy, predict, train, train_request
 from tests.support.ml_db import MlDb
 from tests.support.wire import assert_error, error_of
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.ml import service as ml
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker

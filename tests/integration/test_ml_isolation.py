@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.errors import NotFound
 from schemas.v1.ml_pb2 import (
     DeleteMlModelRequest,
@@ -36,7 +37,6 @@ from tests.support.ml_client import (
     train_request,
 )
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.ml import service as ml
 from workers.runtime.client import Client
 from workers.runtime.files import FileStore

@@ -10,8 +10,8 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
+from aifleet.embedded import EmbeddedPostgres
 from tests.support.ml_db import MlDb
-from workers.embedded import EmbeddedPostgres
 from workers.ml.reference import ModelRef
 from workers.ml.runs import RunStore
 from workers.ml.store import AliasedVersion, MlStore, NewVersion, NotFoundError

@@ -67,7 +67,9 @@ async def finished(client: Client, tenant: str, training_id: str, timeout: float
         )
         return found if found.status in DONE else None
 
-    return await eventually(probe, timeout=timeout, what=f"training {training_id} finished")
+    done = await eventually(probe, timeout=timeout, what=f"training {training_id} finished")
+    assert done is not None
+    return done
 
 
 async def deploy(client: Client, tenant: str, model_id: str, **fields: Any) -> MlAliasResponse:

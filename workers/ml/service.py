@@ -18,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import struct_pb2
-from schemas.v1.cache_rpc import CacheService
-from schemas.v1.ml_rpc import MlService as MlRpc
-from subjects.events import ML_ALIAS_MOVED, ML_MODEL_DELETED
 
-from schemas.errors import BadRequest, Conflict, Internal, NotFound, Unprocessable
+from schemas.errors import (
+    BadRequest,
+    Conflict,
+    Internal,
+    NotFound,
+    PayloadTooLarge,
+    Unprocessable,
+)
 from schemas.v1 import ml_pb2
 from schemas.v1.cache_pb2 import GetRequest, SetRequest
+from schemas.v1.cache_rpc import CacheService
 from schemas.v1.ml_pb2 import (
     DeleteMlModelRequest,
     DeleteMlModelResponse,
@@ -55,12 +60,14 @@ from schemas.v1.ml_pb2 import (
     TrainRequest,
     TrainResponse,
 )
+from schemas.v1.ml_rpc import MlService as MlRpc
+from subjects.events import ML_ALIAS_MOVED, ML_MODEL_DELETED
 from workers.ml import convert, drift, predictions, requests, runner
 from workers.ml.artifacts import ArtifactRefused
 from workers.ml.batch_job import BatchJob
 from workers.ml.models import LoadedModel, ModelCache, load_file, scratch_dir
 from workers.ml.recorder import InputRecorder
-from workers.ml.reference import ModelRef, check_alias, check_version, parse, serving
+from workers.ml.reference import ModelRef, check_alias, check_name, check_version, parse, serving
 from workers.ml.runs import RunStore
 from workers.ml.settings import MlSettings
 from workers.ml.signature import FeatureError, Signature
@@ -159,7 +166,7 @@ class MlHandlers:
     async def list_trainings(
         self, ctx: Context, req: ListTrainingsRequest
     ) -> ListTrainingsResponse:
-        name = requests.check_name(req.model_id, "model_id") if req.model_id else ""
+        name = check_name(req.model_id, "model_id") if req.model_id else ""
         page = paging.start(ctx.tenant, req.page, query={"model": name})
         after = (page.after[0], page.after[1]) if page.after else None
         rows = await self.runs.list_trainings(
@@ -173,7 +180,7 @@ class MlHandlers:
         if info is None:
             raise NotFound(f"object {name!r} not found", details={"field": field})
         if info.size > self.settings.max_file_bytes:
-            raise requests.PayloadTooLarge(
+            raise PayloadTooLarge(
                 "the object is larger than the component reads",
                 details={"field": field, "limit_bytes": self.settings.max_file_bytes},
             )

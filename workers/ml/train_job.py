@@ -15,10 +15,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from subjects.events import ML_TRAINING_COMPLETED, ML_TRAINING_FAILED, ML_TRAINING_PROGRESS
-
 from schemas.errors import NotFound, PayloadTooLarge, ServiceError
 from schemas.v1.ml_pb2 import MlTrainingFinishedEvent, MlTrainingProgressEvent, TrainResponse
+from subjects.events import ML_TRAINING_COMPLETED, ML_TRAINING_FAILED, ML_TRAINING_PROGRESS
 from workers.ml.models import scratch_dir
 from workers.ml.requests import TrainSpec, limits, rows_sha256
 from workers.ml.runner import TrainingFailed, run_training
