@@ -31,23 +31,13 @@ from schemas.v1 import ml_pb2
 from schemas.v1.cache_pb2 import GetRequest, SetRequest
 from schemas.v1.cache_rpc import CacheService
 from schemas.v1.ml_pb2 import (
-    DeleteMlModelRequest,
-    DeleteMlModelResponse,
-    DeployModelRequest,
-    GetMlModelRequest,
-    GetMlModelResponse,
     GetPredictionJobRequest,
     GetTrainingRequest,
-    ListMlModelsRequest,
-    ListMlModelsResponse,
     ListTrainingsRequest,
     ListTrainingsResponse,
-    MlAliasMovedEvent,
-    MlAliasResponse,
     MlDriftRequest,
     MlDriftResponse,
     MlFeatureDrift,
-    MlModelDeletedEvent,
     MlPrediction,
     MlPredictionJob,
     MlTraining,
@@ -55,23 +45,21 @@ from schemas.v1.ml_pb2 import (
     PredictBatchResponse,
     PredictRequest,
     PredictResponse,
-    RemoveModelAliasRequest,
-    SetModelAliasRequest,
     TrainRequest,
     TrainResponse,
 )
 from schemas.v1.ml_rpc import MlService as MlRpc
-from subjects.events import ML_ALIAS_MOVED, ML_MODEL_DELETED
 from workers.ml import convert, drift, predictions, requests, runner
 from workers.ml.artifacts import ArtifactRefused
 from workers.ml.batch_job import BatchJob
 from workers.ml.models import LoadedModel, ModelCache, load_file, scratch_dir
 from workers.ml.recorder import InputRecorder
-from workers.ml.reference import ModelRef, check_alias, check_name, check_version, parse, serving
+from workers.ml.reference import ModelRef, check_name, parse, serving
+from workers.ml.registry_ops import RegistryHandlers, not_found
 from workers.ml.runs import RunStore
 from workers.ml.settings import MlSettings
 from workers.ml.signature import FeatureError, Signature
-from workers.ml.store import SCHEMA, AliasedVersion, MlStore, NotFoundError
+from workers.ml.store import SCHEMA, MlStore
 from workers.ml.train_job import TrainingJob
 from workers.runtime import paging
 from workers.runtime import validation as check
@@ -88,10 +76,6 @@ MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 MAX_ROW_BYTES = 64 * 1024
 
 
-def _not_found(ref: ModelRef | str) -> NotFound:
-    return NotFound(f"model {ref} not found", details={"field": "model_id"})
-
-
 def _rows(values: Sequence[struct_pb2.Struct], field: str) -> list[dict[str, Any]]:
     return [
         check.struct(v, f"{field}[{i}]", max_bytes=MAX_ROW_BYTES, max_depth=2)
@@ -106,7 +90,7 @@ def _matrix(signature: Signature, rows: list[dict[str, Any]], field: str) -> Any
         raise BadRequest(str(exc), details={"field": exc.field}) from None
 
 
-class MlHandlers:
+class MlHandlers(RegistryHandlers):
     def __init__(
         self,
         store: MlStore,
@@ -190,12 +174,12 @@ class MlHandlers:
     async def _model(self, ctx: Context, ref: ModelRef) -> tuple[int, LoadedModel]:
         found = await self.store.serving(ctx.tenant, ref)
         if found is None:
-            raise _not_found(ref)
+            raise not_found(ref)
 
         async def load() -> LoadedModel:
             signature = await self.store.signature(ctx.tenant, ref.name, found.version)
             if signature is None:
-                raise _not_found(ref)
+                raise not_found(ref)
             with scratch_dir() as scratch:
                 path = Path(scratch) / "model.skops"
                 with path.open("wb") as f:
@@ -285,7 +269,7 @@ class MlHandlers:
     ) -> PredictBatchResponse:
         found = await self.store.serving(ctx.tenant, ref)
         if found is None:
-            raise _not_found(ref)
+            raise not_found(ref)
         await self._check_object(ctx, obj, "input.object")
         output = (
             check_object(req.output, "output") if req.output else f"ml/predictions/{job_id}.jsonl"
@@ -313,115 +297,6 @@ class MlHandlers:
             raise NotFound(f"prediction job {job_id} not found", details={"field": "job_id"})
         return convert.job(row)
 
-    # -- the registry -----------------------------------------------------------------------
-
-    async def list_models(self, ctx: Context, req: ListMlModelsRequest) -> ListMlModelsResponse:
-        prefix = check.text(req.name_prefix, "name_prefix", max_chars=128, multiline=False)
-        page = paging.start(ctx.tenant, req.page, query={"prefix": prefix})
-        after = str(page.after[0]) if page.after else None
-        rows = await self.store.list_models(
-            ctx.tenant, prefix=prefix, after=after, limit=page.size + 1
-        )
-        kept, reply = paging.finish(ctx.tenant, page, rows, lambda r: (r.name,))
-        return ListMlModelsResponse(models=[convert.summary(r) for r in kept], page=reply)
-
-    async def get_model(self, ctx: Context, req: GetMlModelRequest) -> GetMlModelResponse:
-        ref = parse(req.model_id)
-        versions = await self.store.versions(ctx.tenant, ref)
-        if not versions:
-            raise _not_found(ref)
-        aliases = await self.store.aliases(ctx.tenant, ref.name)
-        return GetMlModelResponse(
-            name=ref.name, versions=[convert.version(v) for v in versions], aliases=aliases
-        )
-
-    async def deploy(self, ctx: Context, req: DeployModelRequest) -> MlAliasResponse:
-        ref = parse(req.model_id)
-        if ref.alias is not None:
-            raise BadRequest("deploy a name or name/version", details={"field": "model_id"})
-        version = check_version(req.version) if req.version else ref.version
-        alias = check_alias(req.alias) if req.alias else "production"
-        return await self._point(ctx, ref.name, alias, version)
-
-    async def set_alias(self, ctx: Context, req: SetModelAliasRequest) -> MlAliasResponse:
-        ref = parse(req.model_id)
-        if not ref.bare:
-            raise BadRequest("model_id must be a name here", details={"field": "model_id"})
-        return await self._point(ctx, ref.name, check_alias(req.alias), check_version(req.version))
-
-    async def _point(
-        self, ctx: Context, name: str, alias: str, version: int | None
-    ) -> MlAliasResponse:
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            try:
-                now, previous = await self.store.set_alias(conn, ctx.tenant, name, alias, version)
-            except NotFoundError:
-                raise _not_found(f"{name}/{version}" if version else name) from None
-            staged = []
-            if now != previous:
-                event = MlAliasMovedEvent(
-                    name=name, alias=alias, version=now, previous_version=previous
-                )
-                staged.append(await self.outbox.stage(conn, ctx, ML_ALIAS_MOVED, event))
-        await self.outbox.publish(staged)
-        return MlAliasResponse(name=name, alias=alias, version=now, previous_version=previous)
-
-    async def remove_alias(self, ctx: Context, req: RemoveModelAliasRequest) -> MlAliasResponse:
-        ref = parse(req.model_id)
-        if not ref.bare:
-            raise BadRequest("model_id must be a name here", details={"field": "model_id"})
-        alias = check_alias(req.alias)
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            try:
-                previous = await self.store.remove_alias(conn, ctx.tenant, ref.name, alias)
-            except NotFoundError:
-                raise NotFound(
-                    f"alias {ref.name}@{alias} not found", details={"field": "alias"}
-                ) from None
-            event = MlAliasMovedEvent(name=ref.name, alias=alias, previous_version=previous)
-            staged = await self.outbox.stage(conn, ctx, ML_ALIAS_MOVED, event)
-        await self.outbox.publish(staged)
-        return MlAliasResponse(name=ref.name, alias=alias, version=0, previous_version=previous)
-
-    async def delete_model(self, ctx: Context, req: DeleteMlModelRequest) -> DeleteMlModelResponse:
-        ref = parse(req.model_id)
-        if ref.alias is not None:
-            raise BadRequest(
-                "delete a name or name/version, not an alias", details={"field": "model_id"}
-            )
-        if req.version and ref.version is not None:
-            raise BadRequest("give the version once", details={"field": "version"})
-        version = check_version(req.version) if req.version else ref.version
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            try:
-                versions, aliases, objects = await self.store.delete(
-                    conn, ctx.tenant, ref.name, version, force=req.force
-                )
-            except NotFoundError:
-                raise _not_found(ref) from None
-            except AliasedVersion as exc:
-                raise Conflict(
-                    f"aliases point at this version: {exc}; pass force to remove them",
-                    details={"field": "force", "aliases": exc.aliases},
-                ) from None
-            deleted = MlModelDeletedEvent(
-                name=ref.name, versions=versions, all_versions=version is None
-            )
-            staged = [await self.outbox.stage(conn, ctx, ML_MODEL_DELETED, deleted)]
-            for alias, pointed in aliases:
-                moved = MlAliasMovedEvent(name=ref.name, alias=alias, previous_version=pointed)
-                staged.append(await self.outbox.stage(conn, ctx, ML_ALIAS_MOVED, moved))
-        await self.outbox.publish(staged)
-        self.cache.drop(ctx.tenant, ref.name, version)
-        for name in objects:
-            try:
-                await self.files.delete(ctx.tenant, name)
-            except Exception as exc:  # an orphaned object, never a dangling version
-                ctx.log.warning("artifact not deleted", object=name, error=type(exc).__name__)
-        return DeleteMlModelResponse(
-            name=ref.name, deleted_versions=versions, removed_aliases=[a for a, _ in aliases]
-        )
-
     # -- drift ------------------------------------------------------------------------------
 
     async def drift(self, ctx: Context, req: MlDriftRequest) -> MlDriftResponse:
@@ -440,7 +315,7 @@ class MlHandlers:
         found = await self.store.serving(ctx.tenant, ref)
         stored = await self.store.profile(ctx.tenant, ref.name, found.version) if found else None
         if found is None or stored is None:
-            raise _not_found(ref)
+            raise not_found(ref)
         signature, reference = Signature.from_json(stored[0]), stored[1]
         if req.features_list:
             rows = _rows(req.features_list, "features_list")
