@@ -11,13 +11,13 @@ two share the cores, so the NATS figures include the client's cost.
    same churn rows): the wall time from `train` to `completed` over NATS (queue, job, forked
    trainer, artifact upload, registration) against `workers.ml.training.train` in process (the
    same preprocessing, fit and metrics), and against a bare `Pipeline.fit` of the same pipeline.
-2. `predict` of one row with each model, one request at a time: p50/p99 over NATS (msgpack), against the same
-   loaded model in process: the signature check plus `predict_proba` (what the worker does per
-   request), and `predict_proba` alone on a ready matrix.
+2. `predict` of one row with each model, one request at a time: p50/p99 over NATS (msgpack),
+   against the same loaded model in process: the signature check plus `predict_proba` (what the
+   worker does per request), and `predict_proba` alone on a ready matrix.
 3. `predict_batch` of 10,000 rows in one request (the random forest): rows/s over NATS against
    in process.
-4. Loading the random forest: download from the Object Store plus the checked skops load, against the
-   skops load of the same file from local disk.
+4. Loading the random forest: download from the Object Store plus the checked skops load,
+   against the skops load of the same file from local disk.
 """
 
 from __future__ import annotations
@@ -234,14 +234,14 @@ def measure(nats_url: str, rows: int, repeats: int) -> dict[str, Any]:
     run_async(train_over_nats(nats_url, "linear_regression", price_rows(50)))
     trainings = {}
     for model_type in ("classification", "logistic_regression"):
-        over_nats = run_async(train_over_nats(nats_url, model_type, training_rows))
+        job_s = run_async(train_over_nats(nats_url, model_type, training_rows))
         local = train_in_process(model_type, training_rows)
         trainings[model_type] = {
             "rows": rows,
-            "nats_job_s": round(over_nats, 2),
+            "nats_job_s": round(job_s, 2),
             "in_process_train_s": round(local["train_s"], 2),
             "pipeline_fit_only_s": round(local["fit_only_s"], 2),
-            "job_overhead_s": round(over_nats - local["train_s"], 2),
+            "job_overhead_s": round(job_s - local["train_s"], 2),
         }
     single = {}
     for model_type in ("classification", "logistic_regression"):
