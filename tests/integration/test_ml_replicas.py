@@ -40,7 +40,7 @@ async def served(nc: NATS, worker: Worker) -> int:
     """Predict requests this replica has answered so far (its micro stats)."""
     reply = await nc.request(f"$SRV.STATS.aifleet-ml.{worker.micro[0].id}", b"", timeout=2)
     stats: dict[str, Any] = json.loads(reply.data)
-    return next(e["num_requests"] for e in stats["endpoints"] if e["name"] == "predict")
+    return int(next(e["num_requests"] for e in stats["endpoints"] if e["name"] == "predict"))
 
 
 async def test_an_alias_move_takes_effect_on_every_replica(

@@ -116,7 +116,8 @@ class MlHandlers(RegistryHandlers):
     # -- training ---------------------------------------------------------------------------
 
     async def train(self, ctx: Context, req: TrainRequest) -> TrainResponse:
-        spec = requests.check_train(req, self.settings)
+        # Inline rows are parsed here: off the event loop, it serves other requests meanwhile.
+        spec = await asyncio.to_thread(requests.check_train, req, self.settings)
         training_id = requests.training_id(req.training_id, ctx.message_id)
         if ctx.message_id is not None:
             return await self.training.run(ctx, spec, training_id)
@@ -211,7 +212,9 @@ class MlHandlers(RegistryHandlers):
             cached = await self._cached(ctx, key)
             if cached is not None:
                 return PredictResponse(name=ref.name, version=version, result=cached, cached=True)
-        result = predictions.to_proto(predictions.predict(model, matrix)[0])
+        # A forest's predict takes milliseconds: off the loop, so it never stalls the others.
+        found = await asyncio.to_thread(predictions.predict, model, matrix)
+        result = predictions.to_proto(found[0])
         self.recorder.add((ctx.tenant, ref.name, version), [row])
         if key:
             await self._cache(ctx, key, result)
@@ -241,9 +244,9 @@ class MlHandlers(RegistryHandlers):
             raise BadRequest("give features_list or input, not both", details={"field": "input"})
         if req.features_list:
             check.items(req.features_list, "features_list", maximum=self.settings.max_batch_rows)
-            rows = _rows(req.features_list, "features_list")
+            rows = await asyncio.to_thread(_rows, req.features_list, "features_list")
             version, model = await self._model(ctx, ref)
-            matrix = _matrix(model.signature, rows, "features_list")
+            matrix = await asyncio.to_thread(_matrix, model.signature, rows, "features_list")
             results = await asyncio.to_thread(predictions.predict, model, matrix)
             self.recorder.add((ctx.tenant, ref.name, version), rows)
             return PredictBatchResponse(
