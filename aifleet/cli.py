@@ -228,6 +228,30 @@ def llmops_rebuild(
     raise typer.Exit(run(rebuilt()))
 
 
+ml_app = typer.Typer(help="The ML component's commands.")
+app.add_typer(ml_app, name="ml")
+
+
+@ml_app.command("watch")
+def ml_watch(
+    training_id: Annotated[str, typer.Argument(help="the id train answered with")],
+    tenant: Annotated[
+        str, typer.Option(help="tenant token (the subject's tenant)")
+    ] = os.environ.get("AIFLEET_TENANT", "default"),
+) -> None:
+    """Follow a training until it finished: progress on stderr, the training as JSON."""
+    from aifleet.connection import connect
+    from workers.ml.watch import watch_training
+
+    configure_logging("WARNING", "console")
+    config = settings()
+
+    async def watched() -> int:
+        return await watch_training(await connect(config), tenant, training_id)
+
+    raise typer.Exit(run(watched()))
+
+
 def main() -> None:
     app()
 

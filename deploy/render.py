@@ -30,7 +30,7 @@ OUT = DEPLOY / "k8s" / "base" / "components"  # with its kustomization.yaml list
 KNOWN = frozenset(
     {
         "extras", "about", "cpu", "memory", "resources_note", "min_ready_seconds", "start_note",
-        "secrets", "env", "config_maps", "jobs_lag", "events_lag",
+        "secrets", "env", "config_maps", "jobs_lag", "events_lag", "tmp",
     }
 )  # fmt: skip
 WIDTH = 96  # the manifests' comment lines
@@ -53,6 +53,9 @@ class Spec:
     config_maps: dict[str, str] = field(default_factory=dict)
     jobs_lag: int = 32
     events_lag: int = 1000
+    # /tmp on the node's disk with this size limit, for components that stage files there
+    # (default: 16 MiB in memory).
+    tmp: str = ""
 
     @classmethod
     def read(cls, name: str, entry: Any) -> Spec:
@@ -182,6 +185,12 @@ def render(spec: Spec, *, jobs: bool, events: bool) -> str:
         memory_limit=spec.memory[1],
         mounts=mounts.rstrip("\n"),
         volumes=volumes.rstrip("\n"),
+        tmp_volume=block(
+            ["emptyDir:", f"  sizeLimit: {spec.tmp}"]
+            if spec.tmp
+            else ["emptyDir:", "  medium: Memory", "  sizeLimit: 16Mi"],
+            10,
+        ).rstrip("\n"),
         triggers=_triggers(spec, jobs, events).rstrip("\n"),
     )
     # A placeholder with nothing to say leaves an empty line: drop it.
@@ -330,9 +339,7 @@ $resources_note
 $mounts
       volumes:
         - name: tmp
-          emptyDir:
-            medium: Memory
-            sizeLimit: 16Mi
+$tmp_volume
 $volumes
 ---
 apiVersion: policy/v1

@@ -31,6 +31,12 @@ GATEWAY_LLM_OPERATION = event_name("gateway", "llm_operation")
 
 LLMOPS_BUDGET_EXCEEDED = event_name("llmops", "budget_exceeded")
 
+ML_TRAINING_PROGRESS = event_name("ml", "training_progress")
+ML_TRAINING_COMPLETED = event_name("ml", "training_completed")
+ML_TRAINING_FAILED = event_name("ml", "training_failed")
+ML_ALIAS_MOVED = event_name("ml", "alias_moved")
+ML_MODEL_DELETED = event_name("ml", "model_deleted")
+
 PROMPT_TEMPLATE_CREATED = event_name("prompt", "template_created")
 PROMPT_LABEL_MOVED = event_name("prompt", "label_moved")
 PROMPT_TEMPLATE_DELETED = event_name("prompt", "template_deleted")
