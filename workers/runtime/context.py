@@ -124,7 +124,9 @@ class Context:
     async def enqueue(self, method: Method[Req, Any], request: Req, *, msg_id: str) -> int:
         """Publish a JetStream job for the same tenant (`ai.v1.<tenant>.job.<component>.<op>`);
         `msg_id` is its Nats-Msg-Id, so an enqueue repeated within the duplicate window stores
-        one job. Returns the job's stream sequence."""
+        one job. JetStream deduplicates per stream, not per subject: an id a client chose must
+        carry the tenant (e.g. `f"{ctx.tenant}:{training_id}"`), or two tenants' jobs with the
+        same id are one job. Returns the job's stream sequence."""
         return await self._events.enqueue(
             self.tenant, method, request, self.forward_headers(), msg_id=msg_id
         )
