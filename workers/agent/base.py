@@ -1,0 +1,57 @@
+"""What every group of the agent component's handlers shares, and their common checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from schemas.errors import BadRequest, PayloadTooLarge, PermissionDenied
+from workers.agent import access
+from workers.agent.definitions import check_id
+from workers.agent.memory_store import MemoryStore
+from workers.agent.runner import Runner
+from workers.agent.runs_store import RunsStore
+from workers.agent.settings import AgentSettings
+from workers.agent.store import AgentStore
+from workers.runtime.context import Context
+
+
+class Handlers:
+    store: AgentStore
+    runs: RunsStore
+    memory: MemoryStore
+    settings: AgentSettings
+    runner: Runner
+    js: JetStreamContext
+
+    async def agent_row(self, ctx: Context, agent_id: str, permission: str) -> Any:
+        """The agent (404), if the caller holds `permission` on it (403)."""
+        return await self.runner.agent(ctx, check_id(agent_id, "agent_id"), permission)
+
+    def check_text(self, value: str, field: str, *, required: bool = True) -> str:
+        if required and not value.strip():
+            raise BadRequest(f"{field} is required", details={"field": field})
+        if "\x00" in value:
+            raise BadRequest(f"{field} contains a NUL character", details={"field": field})
+        limit = self.settings.max_message_bytes
+        if len(value.encode()) > limit:
+            raise PayloadTooLarge(
+                f"{field} is larger than {limit} bytes",
+                details={"field": field, "limit_bytes": limit},
+            )
+        return value
+
+    def subject_user(self, ctx: Context, user_id: str) -> str:
+        """Whose memories or sessions a request means: a user acts only on their own; a
+        tenant-level call names any user (or "" for tenant-level ones)."""
+        caller = access.user_of(ctx)
+        check_id(user_id, "user_id", required=False)
+        if caller:
+            if user_id and user_id != caller:
+                raise PermissionDenied(
+                    "a user may act only on their own memories and sessions",
+                    details={"field": "user_id"},
+                )
+            return caller
+        return user_id
