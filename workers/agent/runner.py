@@ -36,6 +36,12 @@ def definition_of(row: Any) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else dict(value)
 
 
+def system_messages(prompt: str) -> list[ChatMessage]:
+    """The system message of a run, none when the agent has no prompt (providers refuse an
+    empty one)."""
+    return [ChatMessage(role="system", content=prompt)] if prompt else []
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 

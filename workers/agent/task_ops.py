@@ -33,7 +33,7 @@ from workers.agent.base import Handlers
 from workers.agent.definitions import as_json, check_id
 from workers.agent.loop import RunState, Step
 from workers.agent.messages import message_of
-from workers.agent.runner import Recorder, definition_of, new_id
+from workers.agent.runner import Recorder, definition_of, new_id, system_messages
 from workers.runtime.context import Context
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -128,11 +128,11 @@ class TaskHandlers(Handlers):
         box = await self.runner.toolbox(ctx, row, definition, run_id, depth=0)
         run = await self.runs.get_run(ctx.tenant, row["agent_id"], run_id)
         if run is None:
-            system = ChatMessage(role="system", content=await box.system_prompt())
             prompt = ChatMessage(
                 role="user", content=task_message(task["task_type"], json.loads(task["parameters"]))
             )
-            state = await self.runner.start(ctx, row, run_id, [system, prompt], task_id=task_id)
+            initial = [*system_messages(await box.system_prompt()), prompt]
+            state = await self.runner.start(ctx, row, run_id, initial, task_id=task_id)
         elif run["outcome"] != "running":
             return await self._settle(ctx, task_id, run, None)
         else:
