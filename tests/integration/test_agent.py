@@ -416,6 +416,7 @@ async def test_a_task_runs_as_a_job_and_the_same_task_id_is_one_task(
         return task if task.status == "completed" else None
 
     task = await eventually(done, timeout=30, what="the task completed")
+    assert task is not None
     assert task.progress == 1.0
     assert "summarize" in task.result
     assert task.priority == 3
