@@ -24,6 +24,7 @@ class Handlers:
     settings: AgentSettings
     runner: Runner
     js: JetStreamContext
+    job_attempts: int  # AIFLEET_JOB_MAX_DELIVER: a task's last attempt finishes its run
 
     async def agent_row(self, ctx: Context, agent_id: str, permission: str) -> Any:
         """The agent (404), if the caller holds `permission` on it (403)."""

@@ -115,7 +115,9 @@ class Recorder:
             )
 
     async def finished(self, row: Any) -> None:
-        self._emit("run_finished", AgentRunFinishedEvent(run=convert.run(row)))
+        """The run ended (row: its record; None: left open to resume); wait for the events."""
+        if row is not None:
+            self._emit("run_finished", AgentRunFinishedEvent(run=convert.run(row)))
         await asyncio.gather(*self._emits)
 
 
@@ -220,8 +222,10 @@ class Runner:
         recorder: Recorder,
         *,
         on_delta: Callable[[str], Awaitable[None]] | None = None,
+        resumable: bool = False,
     ) -> tuple[RunResult, Any]:
-        """Drive the loop and store its outcome; returns the result and the finished run row."""
+        """Drive the loop and store its outcome; returns the result and the finished run row.
+        `resumable`: a retryable model failure leaves the run open (row None) to be resumed."""
         definition = definition_of(row)
         metadata = {"run_id": recorder.run_id}
         if recorder.session_id:
@@ -237,6 +241,9 @@ class Runner:
             on_delta=on_delta,
         )
         result = await loop.run(state, model, box, recorder, self.limits(definition))
+        if resumable and result.outcome == loop.FAILED and result.error and result.error.retryable:
+            await recorder.finished(None)
+            return result, None
         error = result.error.message if result.error else ""
         finished = await self.runs.finish_run(
             ctx.tenant,

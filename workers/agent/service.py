@@ -65,13 +65,16 @@ MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 
 
 class AgentService(ChatHandlers, TaskHandlers, MemoryHandlers):
-    def __init__(self, pool: asyncpg.Pool, settings: AgentSettings, js: Any) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: AgentSettings, js: Any, job_attempts: int = 5
+    ) -> None:
         self.store = AgentStore(pool)
         self.runs = RunsStore(pool)
         self.memory = MemoryStore(pool)
         self.settings = settings
         self.runner = Runner(self.store, self.runs, self.memory, settings)
         self.js = js
+        self.job_attempts = job_attempts
 
     # -- agents -------------------------------------------------------------------------------
 
@@ -334,7 +337,7 @@ async def start(resources: Resources) -> AsyncIterator[AgentService]:
     settings = load_settings(AgentSettings)
     pool = await resources.postgres()
     await migrate(pool, SCHEMA, MIGRATIONS)
-    yield AgentService(pool, settings, resources.js)
+    yield AgentService(pool, settings, resources.js, resources.settings.job_max_deliver)
 
 
 component = Component(

@@ -160,8 +160,13 @@ class TaskHandlers(Handlers):
             cancel_check=cancelled,
             on_model_step=progressed,
         )
-        result, finished = await self.runner.run(ctx, row, box, state, recorder)
-        if result.error is not None and result.outcome == loop.FAILED and result.error.retryable:
+        # A retryable failure leaves the run open for the job's next attempt, except on the last.
+        resumable = ctx.attempt < self.job_attempts
+        result, finished = await self.runner.run(
+            ctx, row, box, state, recorder, resumable=resumable
+        )
+        if finished is None:
+            assert result.error is not None
             raise result.error  # retried by the job runtime; the run resumes from its steps
         return await self._settle(ctx, task_id, finished, result)
 
