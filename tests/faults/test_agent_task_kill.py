@@ -104,7 +104,8 @@ async def test_a_killed_task_resumes_without_repeating_its_http_tool_call(
                 async def tool_recorded() -> int:
                     return int(
                         await db.pool.fetchval(
-                            "SELECT count(*) FROM agent.run_steps WHERE tenant = $1 AND kind = 'tool'",
+                            "SELECT count(*) FROM agent.run_steps"
+                            " WHERE tenant = $1 AND kind = 'tool'",
                             agents.tenant,
                         )
                     )

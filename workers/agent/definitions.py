@@ -10,6 +10,7 @@ tool's allowlist, secrets name allowed environment variables).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -276,6 +277,12 @@ def _check_http(http: dict[str, Any], parameters: dict[str, Any], field: str) ->
         )
     if "{" in parts.netloc or _PLACEHOLDER.search(http["url"].split("//", 1)[1].split("/", 1)[0]):
         raise BadRequest("the URL's host cannot take arguments", details={"field": f"{field}.url"})
+    if not http.get("allow_private_addresses") and not _public_host(host):
+        raise BadRequest(
+            f"{field}.url names a private, loopback or link-local address"
+            " (allow_private_addresses is off)",
+            details={"field": f"{field}.url"},
+        )
     if not host_allowed(host, http["allowed_hosts"]):
         raise BadRequest(
             f"{field}.url names a host not in allowed_hosts", details={"field": f"{field}.url"}
@@ -294,6 +301,18 @@ def _check_http(http: dict[str, Any], parameters: dict[str, Any], field: str) ->
         raise BadRequest(
             f"headers set twice: {sorted(clash)}", details={"field": f"{field}.headers"}
         )
+
+
+def _public_host(host: str) -> bool:
+    """False for literal non-public addresses and localhost names; names that resolve to
+    private addresses are refused when the call connects (http_tool)."""
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return False
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return True
+    return ip.is_global and not ip.is_multicast
 
 
 def url_placeholders(url: str) -> list[str]:
