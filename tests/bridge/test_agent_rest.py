@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from tests.bridge.conftest import bridge_settings, serving
 from tests.support.agent import running_agents
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.runtime.worker import Worker
 
 TOOL = {"name": "kv", "parameters": {"type": "object"}, "fleet": {"operation": "cache.get"}}
@@ -59,13 +59,13 @@ async def test_agents_and_tools_lifecycle_over_rest(rest: httpx.AsyncClient) -> 
     collection is never read as an agent id."""
     h = caller()
     tool = await rest.post("/api/v1/agents/tools", json={"tool_id": "kv", "tool": TOOL}, headers=h)
-    assert tool.status_code == 200, tool.text
+    assert tool.status_code == 201, tool.text
     created = await rest.post(
         "/api/v1/agents",
         json={"agent_id": "helper", "agent": {"name": "Helper", "tools": ["kv"]}},
         headers=h,
     )
-    assert created.status_code == 200, created.text
+    assert created.status_code == 201, created.text
     assert created.json()["agent"]["version"] == 1
     got = await rest.get("/api/v1/agents/helper", headers=h)
     assert got.json()["agent"]["definition"]["name"] == "Helper"
@@ -121,7 +121,7 @@ async def test_tasks_over_rest(rest: httpx.AsyncClient) -> None:
         json={"task_type": "report", "parameters": {"year": 2026}, "priority": 1},
         headers=h,
     )
-    assert queued.status_code == 200, queued.text
+    assert queued.status_code == 202, queued.text
     task_id = queued.json()["task_id"]
 
     async def done() -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.v1.agent_pb2 import Task
 from tests.conftest import NatsFactory
 from tests.faults.conftest import Spawn
@@ -28,7 +29,6 @@ from tests.support.fake_openai import FakeOpenAI, Fault
 from tests.support.polling import eventually
 from tests.support.run_worker import WorkerProcess
 from tests.support.tool_server import ToolServer
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.runtime.client import Client
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(480)]

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.errors import PermissionDenied, RateLimited
 from schemas.v1.agent_pb2 import Task
 from tests.support.agent import (
@@ -28,7 +29,6 @@ from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import operations
 from tests.support.polling import eventually
 from tests.support.tool_server import ToolServer
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 

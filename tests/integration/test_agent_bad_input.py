@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.registry import rpcs_of
 from schemas.v1 import agent_pb2
 from tests.support import wire
 from tests.support.agent import AgentDb, Agents, new_tenant, running_agents
 from tests.support.wire import assert_error
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 

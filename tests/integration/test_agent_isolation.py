@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.errors import NotFound
 from tests.support.agent import AgentDb, Agents, new_tenant, running_agents
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 

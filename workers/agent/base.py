@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from nats.js import JetStreamContext
-
 from schemas.errors import BadRequest, PayloadTooLarge, PermissionDenied
 from workers.agent import access
 from workers.agent.definitions import check_id
@@ -23,7 +21,6 @@ class Handlers:
     memory: MemoryStore
     settings: AgentSettings
     runner: Runner
-    js: JetStreamContext
     job_attempts: int  # AIFLEET_JOB_MAX_DELIVER: a task's last attempt finishes its run
 
     async def agent_row(self, ctx: Context, agent_id: str, permission: str) -> Any:

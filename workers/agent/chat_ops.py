@@ -27,11 +27,13 @@ from schemas.v1.agent_pb2 import (
     ListSessionsResponse,
 )
 from schemas.v1.common_pb2 import ChatMessage
-from schemas.v1.prompt_pb2 import BuildContextRequest, BuildContextResponse
-from workers.agent import access, convert, pages
+from schemas.v1.prompt_pb2 import BuildContextRequest
+from schemas.v1.prompt_rpc import PromptService
+from workers.agent import access, convert
 from workers.agent.base import Handlers
 from workers.agent.definitions import check_id
-from workers.agent.runner import Recorder, definition_of, new_id
+from workers.agent.runner import definition_of, new_id
+from workers.runtime import paging as pages
 from workers.runtime.context import Context
 
 Sink = Callable[[ChatEvent], Awaitable[None]]
@@ -87,8 +89,7 @@ class ChatHandlers(Handlers):
         )
         user_message = ChatMessage(role="user", content=message)
         fitted = await ctx.call(
-            "prompt",
-            "build_context",
+            PromptService.BuildContext,
             BuildContextRequest(
                 model=definition.get("model") or self.settings.context_model,
                 budget_tokens=definition.get("context_budget_tokens")
@@ -96,7 +97,6 @@ class ChatHandlers(Handlers):
                 system_prompt=await box.system_prompt(),
                 messages=[*history, user_message],
             ),
-            BuildContextResponse,
         )
         initial = list(fitted.messages)
         state = await self.runner.start(ctx, row, run_id, initial, session_id=session_id)
@@ -107,8 +107,8 @@ class ChatHandlers(Handlers):
             assert sink is not None
             await sink(ChatEvent(type="token", delta=text))
 
-        recorder = Recorder(
-            ctx, self.runs, row["agent_id"], run_id, session_id=session_id, sink=sink
+        recorder = self.runner.recorder(
+            ctx, row["agent_id"], run_id, session_id=session_id, sink=sink
         )
         result, _ = await self.runner.run(
             ctx, row, box, state, recorder, on_delta=delta if sink is not None else None

@@ -16,9 +16,9 @@ from schemas.v1.gateway_pb2 import (
     FunctionDefinition,
     GenerateChunk,
     GenerateRequest,
-    GenerateResponse,
     Tool,
 )
+from schemas.v1.gateway_rpc import GatewayService
 from workers.agent.calls import ToolSpec
 from workers.agent.loop import ModelReply
 from workers.runtime.context import Context
@@ -94,7 +94,7 @@ class GatewayModel:
         req = self.request(messages, tools, tool_choice, max_tokens)
         started = time.perf_counter()
         if self.on_delta is None:
-            reply = await self.ctx.call("gateway", "generate", req, GenerateResponse)
+            reply = await self.ctx.call(GatewayService.Generate, req)
             message = ChatMessage()
             message.CopyFrom(reply.message)
             message.role = "assistant"
@@ -113,16 +113,7 @@ class GatewayModel:
         text: list[str] = []
         calls: dict[int, ToolCall] = {}
         last = GenerateChunk()
-        client = self.ctx._client
-        async for chunk in client.stream(
-            self.ctx.tenant,
-            "gateway",
-            "generate_stream",
-            req,
-            GenerateChunk,
-            headers=self.ctx.forward_headers(),
-            timeout=self.ctx.remaining(),
-        ):
+        async for chunk in self.ctx.stream(GatewayService.GenerateStream, req):
             if chunk.delta:
                 text.append(chunk.delta)
                 await self.on_delta(chunk.delta)

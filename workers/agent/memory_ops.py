@@ -22,11 +22,13 @@ from schemas.v1.agent_pb2 import (
     MemorySearchResponse,
     MemorySetBlockRequest,
 )
-from schemas.v1.gateway_pb2 import EmbedRequest, EmbedResponse
-from workers.agent import access, convert, memory_tools, pages
+from schemas.v1.gateway_pb2 import EmbedRequest
+from schemas.v1.gateway_rpc import GatewayService
+from workers.agent import access, convert, memory_tools
 from workers.agent.base import Handlers
 from workers.agent.definitions import as_json, check_id
 from workers.agent.runner import definition_of
+from workers.runtime import paging as pages
 from workers.runtime.context import Context
 
 MAX_MEMORY_CHARS = 20_000
@@ -145,9 +147,7 @@ class MemoryHandlers(Handlers):
 
     async def _embed(self, ctx: Context, agent_id: str, text: str) -> list[float]:
         reply = await ctx.call(
-            "gateway",
-            "embed",
+            GatewayService.Embed,
             EmbedRequest(model=self.settings.embedding_model, texts=[text], agent_id=agent_id),
-            EmbedResponse,
         )
         return list(reply.embeddings[0].values)

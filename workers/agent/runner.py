@@ -15,7 +15,9 @@ from typing import Any
 from schemas.errors import NotFound, PermissionDenied, ServiceError, Unprocessable
 from schemas.v1.agent_pb2 import AgentRunFinishedEvent, AgentRunStepEvent, ChatEvent
 from schemas.v1.common_pb2 import ChatMessage
-from schemas.v1.prompt_pb2 import RenderRequest, RenderResponse
+from schemas.v1.prompt_pb2 import RenderRequest
+from schemas.v1.prompt_rpc import PromptService
+from subjects.events import AGENT_RUN_FINISHED, AGENT_RUN_STEP
 from workers.agent import access, convert, loop
 from workers.agent.calls import CheckedCall
 from workers.agent.definitions import parse_prompt_ref
@@ -27,6 +29,7 @@ from workers.agent.settings import AgentSettings
 from workers.agent.store import AgentStore
 from workers.agent.toolbox import Toolbox, specs_of
 from workers.runtime.context import Context
+from workers.runtime.outbox import Outbox, StagedEvent
 
 Sink = Callable[[ChatEvent], Awaitable[None]]
 
@@ -48,10 +51,12 @@ def new_id(prefix: str) -> str:
 
 @dataclass
 class Recorder:
-    """Stores each step as it is done and publishes it; tells the loop about a cancel."""
+    """Stores each step as it is done with its event (the fleet's outbox, published after the
+    commit); tells the loop about a cancel."""
 
     ctx: Context
     runs: RunsStore
+    outbox: Outbox
     agent_id: str
     run_id: str
     session_id: str = ""
@@ -59,21 +64,33 @@ class Recorder:
     sink: Sink | None = None
     cancel_check: Callable[[], Awaitable[bool]] | None = None
     on_model_step: Callable[[Step], Awaitable[None]] | None = None
-    _emits: list[asyncio.Task[None]] = field(default_factory=list)
+    _published: list[asyncio.Task[int]] = field(default_factory=list)
 
     async def step(self, step: Step) -> None:
-        stored = await self.runs.add_step(self.ctx.tenant, self.agent_id, self.run_id, step)
         event = AgentRunStepEvent(
             run_id=self.run_id,
             agent_id=self.agent_id,
             session_id=self.session_id,
             task_id=self.task_id,
         )
-        if stored is not None:
-            event.step.CopyFrom(
-                convert.step({**_step_row(step), "created_at": stored["created_at"]})
+        async with self.runs.pool.acquire() as conn, conn.transaction():
+            stored = await self.runs.add_step(
+                self.ctx.tenant, self.agent_id, self.run_id, step, conn=conn
             )
-        self._emit("run_step", event)
+            staged = None
+            if stored is not None:  # not a repeat of a recorded step
+                event.step.CopyFrom(
+                    convert.step({**_step_row(step), "created_at": stored["created_at"]})
+                )
+                staged = await self.outbox.stage(
+                    conn,
+                    self.ctx,
+                    AGENT_RUN_STEP,
+                    event,
+                    msg_id=f"agent-step:{self.ctx.tenant}:{self.run_id}:{step.seq}",
+                )
+        if staged is not None:
+            self.publish(staged)
         if step.kind == "tool" and self.sink is not None:
             await self.sink(
                 ChatEvent(
@@ -101,24 +118,14 @@ class Recorder:
     async def cancelled(self) -> bool:
         return await self.cancel_check() if self.cancel_check is not None else False
 
-    def _emit(self, event: str, message: Any) -> None:
-        """Publish in the background: the step is committed; the event must not slow the run."""
-        task = asyncio.create_task(self._publish(event, message))
-        self._emits.append(task)
+    def publish(self, staged: StagedEvent) -> None:
+        """Publish a committed event in the background (it never raises; what fails stays in
+        the outbox for its flusher), so the event does not slow the run."""
+        self._published.append(asyncio.create_task(self.outbox.publish(staged)))
 
-    async def _publish(self, event: str, message: Any) -> None:
-        try:
-            await self.ctx.emit(event, message)
-        except Exception as exc:  # the record is in PostgreSQL; the event is best effort
-            self.ctx.log.warning(
-                "agent event not published", agent_event=event, error=type(exc).__name__
-            )
-
-    async def finished(self, row: Any) -> None:
-        """The run ended (row: its record; None: left open to resume); wait for the events."""
-        if row is not None:
-            self._emit("run_finished", AgentRunFinishedEvent(run=convert.run(row)))
-        await asyncio.gather(*self._emits)
+    async def finished(self) -> None:
+        """Wait for the run's events to be published (or left to the flusher)."""
+        await asyncio.gather(*self._published)
 
 
 def _step_row(step: Step) -> dict[str, Any]:
@@ -141,9 +148,18 @@ def _step_row(step: Step) -> dict[str, Any]:
 
 class Runner:
     def __init__(
-        self, store: AgentStore, runs: RunsStore, memory: MemoryStore, settings: AgentSettings
+        self,
+        store: AgentStore,
+        runs: RunsStore,
+        memory: MemoryStore,
+        settings: AgentSettings,
+        outbox: Outbox,
     ) -> None:
         self.store, self.runs, self.memory, self.settings = store, runs, memory, settings
+        self.outbox = outbox
+
+    def recorder(self, ctx: Context, agent_id: str, run_id: str, **fields: Any) -> Recorder:
+        return Recorder(ctx, self.runs, self.outbox, agent_id, run_id, **fields)
 
     async def agent(self, ctx: Context, agent_id: str, permission: str) -> Any:
         row = await self.store.get_agent(ctx.tenant, agent_id)
@@ -159,15 +175,13 @@ class Runner:
         name, version, label = parse_prompt_ref(ref)
         try:
             rendered = await ctx.call(
-                "prompt",
-                "render",
+                PromptService.Render,
                 RenderRequest(
                     name=name,
                     version=version,
                     label=label,
                     variables=definition.get("prompt_variables", {}),
                 ),
-                RenderResponse,
             )
         except NotFound:
             raise Unprocessable(
@@ -242,21 +256,31 @@ class Runner:
         )
         result = await loop.run(state, model, box, recorder, self.limits(definition))
         if resumable and result.outcome == loop.FAILED and result.error and result.error.retryable:
-            await recorder.finished(None)
+            await recorder.finished()
             return result, None
         error = result.error.message if result.error else ""
-        finished = await self.runs.finish_run(
-            ctx.tenant,
-            row["agent_id"],
-            recorder.run_id,
-            outcome=result.outcome,
-            turns=result.state.turns,
-            prompt_tokens=result.state.prompt_tokens,
-            completion_tokens=result.state.completion_tokens,
-            cost_usd=result.state.cost_usd,
-            error=error,
-        )
-        await recorder.finished(finished)
+        async with self.runs.pool.acquire() as conn, conn.transaction():
+            finished = await self.runs.finish_run(
+                ctx.tenant,
+                row["agent_id"],
+                recorder.run_id,
+                outcome=result.outcome,
+                turns=result.state.turns,
+                prompt_tokens=result.state.prompt_tokens,
+                completion_tokens=result.state.completion_tokens,
+                cost_usd=result.state.cost_usd,
+                error=error,
+                conn=conn,
+            )
+            staged = await self.outbox.stage(
+                conn,
+                ctx,
+                AGENT_RUN_FINISHED,
+                AgentRunFinishedEvent(run=convert.run(finished)),
+                msg_id=f"agent-run:{ctx.tenant}:{recorder.run_id}",
+            )
+        recorder.publish(staged)
+        await recorder.finished()
         return result, finished
 
     async def start(
@@ -285,7 +309,7 @@ class Runner:
         state = await self.start(
             ctx, row, run_id, [system, ChatMessage(role="user", content=message)]
         )
-        recorder = Recorder(ctx, self.runs, agent_id, run_id)
+        recorder = self.recorder(ctx, agent_id, run_id)
         try:
             result, _ = await self.run(ctx, row, box, state, recorder)
         except ServiceError as exc:

@@ -18,6 +18,7 @@ from workers.agent.loop import Step
 from workers.agent.messages import message_json, message_of
 
 Row = Any
+Db = Any  # an asyncpg pool or a connection in a transaction
 
 
 class RunsStore:
@@ -202,9 +203,11 @@ class RunsStore:
             run_id,
         )
 
-    async def add_step(self, tenant: str, agent_id: str, run_id: str, step: Step) -> Row:
+    async def add_step(
+        self, tenant: str, agent_id: str, run_id: str, step: Step, conn: Db | None = None
+    ) -> Row:
         """Store a step (once: a repeat of the same seq keeps the first)."""
-        return await self.pool.fetchrow(
+        return await (conn or self.pool).fetchrow(
             "INSERT INTO agent.run_steps (tenant, agent_id, run_id, seq, kind, turn, tool_name,"
             " tool_call_id, arguments, result_bytes, error, prompt_tokens, completion_tokens,"
             " cost_usd, finish_reason, duration_ms, message)"
@@ -241,8 +244,9 @@ class RunsStore:
         completion_tokens: int,
         cost_usd: float,
         error: str,
+        conn: Db | None = None,
     ) -> Row:
-        return await self.pool.fetchrow(
+        return await (conn or self.pool).fetchrow(
             "UPDATE agent.runs SET outcome = $4, turns = $5, prompt_tokens = $6,"
             " completion_tokens = $7, cost_usd = $8, error = $9, finished_at = now()"
             " WHERE tenant = $1 AND agent_id = $2 AND run_id = $3 RETURNING *",
@@ -298,11 +302,13 @@ class RunsStore:
             "SELECT * FROM agent.tasks WHERE tenant = $1 AND task_id = $2", tenant, task_id
         )
 
-    async def update_task(self, tenant: str, task_id: str, **fields: Any) -> Row | None:
+    async def update_task(
+        self, tenant: str, task_id: str, conn: Db | None = None, **fields: Any
+    ) -> Row | None:
         """Set fields of a task that is not finished; None when it is (a cancel stands)."""
         names = sorted(fields)
         sets = ", ".join(f"{n} = ${i + 3}" for i, n in enumerate(names))
-        return await self.pool.fetchrow(
+        return await (conn or self.pool).fetchrow(
             f"UPDATE agent.tasks SET {sets}, updated_at = now()"  # noqa: S608 (names from code)
             " WHERE tenant = $1 AND task_id = $2"
             " AND status NOT IN ('completed', 'failed', 'cancelled') RETURNING *",

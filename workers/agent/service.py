@@ -45,7 +45,7 @@ from schemas.v1.agent_pb2 import (
     ToolUpdateRequest,
     UpdateAgentRequest,
 )
-from workers.agent import access, convert, definitions, memory_tools, pages
+from workers.agent import access, convert, definitions, memory_tools
 from workers.agent.chat_ops import ChatHandlers
 from workers.agent.memory_ops import MemoryHandlers
 from workers.agent.memory_store import MemoryStore
@@ -55,9 +55,11 @@ from workers.agent.settings import AgentSettings
 from workers.agent.store import SCHEMA, AgentStore, InUse, Stale, Taken
 from workers.agent.task_ops import TaskHandlers
 from workers.agent.toolbox import specs_of
+from workers.runtime import paging as pages
 from workers.runtime.component import Component
 from workers.runtime.config import load_settings
 from workers.runtime.context import Context
+from workers.runtime.outbox import Outbox
 from workers.runtime.postgres import migrate
 from workers.runtime.resources import Resources
 
@@ -66,14 +68,13 @@ MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 
 class AgentService(ChatHandlers, TaskHandlers, MemoryHandlers):
     def __init__(
-        self, pool: asyncpg.Pool, settings: AgentSettings, js: Any, job_attempts: int = 5
+        self, pool: asyncpg.Pool, settings: AgentSettings, outbox: Outbox, job_attempts: int = 5
     ) -> None:
         self.store = AgentStore(pool)
         self.runs = RunsStore(pool)
         self.memory = MemoryStore(pool)
         self.settings = settings
-        self.runner = Runner(self.store, self.runs, self.memory, settings)
-        self.js = js
+        self.runner = Runner(self.store, self.runs, self.memory, settings, outbox)
         self.job_attempts = job_attempts
 
     # -- agents -------------------------------------------------------------------------------
@@ -337,7 +338,8 @@ async def start(resources: Resources) -> AsyncIterator[AgentService]:
     settings = load_settings(AgentSettings)
     pool = await resources.postgres()
     await migrate(pool, SCHEMA, MIGRATIONS)
-    yield AgentService(pool, settings, resources.js, resources.settings.job_max_deliver)
+    outbox = await resources.outbox()
+    yield AgentService(pool, settings, outbox, resources.settings.job_max_deliver)
 
 
 component = Component(

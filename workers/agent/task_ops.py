@@ -14,7 +14,6 @@ import hashlib
 import json
 from typing import Any
 
-from schemas.codec import PROTOBUF_CODEC
 from schemas.errors import BadRequest, Conflict, NotFound
 from schemas.v1.agent_pb2 import (
     AgentTaskProgressEvent,
@@ -26,14 +25,16 @@ from schemas.v1.agent_pb2 import (
     ListTasksRequest,
     ListTasksResponse,
 )
+from schemas.v1.agent_rpc import AgentService
 from schemas.v1.common_pb2 import ChatMessage
-from subjects import HEADER_CONTENT_TYPE, HEADER_MSG_ID, HEADER_USER_ID, job_subject
-from workers.agent import access, convert, loop, pages
+from subjects.events import AGENT_TASK_PROGRESS
+from workers.agent import access, convert, loop
 from workers.agent.base import Handlers
 from workers.agent.definitions import as_json, check_id
 from workers.agent.loop import RunState, Step
 from workers.agent.messages import message_of
-from workers.agent.runner import Recorder, definition_of, new_id, system_messages
+from workers.agent.runner import definition_of, new_id, system_messages
+from workers.runtime import paging as pages
 from workers.runtime.context import Context
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -98,32 +99,21 @@ class TaskHandlers(Handlers):
         job = ExecuteRequest()
         job.CopyFrom(req)
         job.task_id = task_id
-        headers = {
-            HEADER_CONTENT_TYPE: PROTOBUF_CODEC.content_type,
-            HEADER_MSG_ID: f"agent-task:{ctx.tenant}:{task_id}",
-        }
-        if ctx.user_id:
-            headers[HEADER_USER_ID] = ctx.user_id
-        await self.js.publish(
-            job_subject(ctx.tenant, "agent", "execute"),
-            PROTOBUF_CODEC.encode(job),
-            headers=headers,
-            timeout=5.0,
-        )
+        # The caller's X-User-ID travels with the job (the runtime forwards it).
+        await ctx.enqueue(AgentService.Execute, job, msg_id=f"agent-task:{ctx.tenant}:{task_id}")
 
     async def _run_task(self, ctx: Context, row: Any, task: Any) -> ExecuteResponse:
         task_id = task["task_id"]
         if task["status"] in FINISHED:
             return ExecuteResponse(task_id=task_id, status=task["status"])
         run_id = "r-" + task_id
-        started = await self.runs.update_task(
-            ctx.tenant, task_id, status="running", run_id=run_id, attempts=ctx.attempt
+        started = await self._update(
+            ctx, task_id, status="running", run_id=run_id, attempts=ctx.attempt
         )
         if started is None:  # cancelled meanwhile
             return ExecuteResponse(
                 task_id=task_id, status=await self.runs.task_status(ctx.tenant, task_id)
             )
-        await self._progress(ctx, started)
         definition = definition_of(row)
         box = await self.runner.toolbox(ctx, row, definition, run_id, depth=0)
         run = await self.runs.get_run(ctx.tenant, row["agent_id"], run_id)
@@ -145,15 +135,10 @@ class TaskHandlers(Handlers):
             return await self.runs.task_status(ctx.tenant, task_id) == "cancelled"
 
         async def progressed(step: Step) -> None:
-            updated = await self.runs.update_task(
-                ctx.tenant, task_id, progress=min(step.turn / max_turns, 0.99)
-            )
-            if updated is not None:
-                await self._progress(ctx, updated)
+            await self._update(ctx, task_id, progress=min(step.turn / max_turns, 0.99))
 
-        recorder = Recorder(
+        recorder = self.runner.recorder(
             ctx,
-            self.runs,
             row["agent_id"],
             run_id,
             task_id=task_id,
@@ -176,8 +161,8 @@ class TaskHandlers(Handlers):
         outcome = run["outcome"]
         status = {"completed": "completed", "cancelled": "cancelled"}.get(outcome, "failed")
         text = result.message if result is not None else ""
-        updated = await self.runs.update_task(
-            ctx.tenant,
+        await self._update(
+            ctx,
             task_id,
             status=status,
             progress=1.0,
@@ -185,35 +170,34 @@ class TaskHandlers(Handlers):
             result=text,
             error=run["error"] or ("" if status != "failed" else outcome),
         )
-        if updated is not None:
-            await self._progress(ctx, updated)
         return ExecuteResponse(
             task_id=task_id, status=await self.runs.task_status(ctx.tenant, task_id)
         )
 
-    async def _progress(self, ctx: Context, task: Any) -> None:
-        try:
-            await ctx.emit(
-                "task_progress",
-                AgentTaskProgressEvent(
-                    task_id=task["task_id"],
-                    agent_id=task["agent_id"],
-                    status=task["status"],
-                    progress=task["progress"],
-                    outcome=task["outcome"],
-                ),
+    async def _update(self, ctx: Context, task_id: str, **fields: Any) -> Any:
+        """Change a task that is not finished and stage its progress event in the same
+        transaction (published after the commit); None when it is finished."""
+        async with self.runs.pool.acquire() as conn, conn.transaction():
+            task = await self.runs.update_task(ctx.tenant, task_id, conn=conn, **fields)
+            if task is None:
+                return None
+            event = AgentTaskProgressEvent(
+                task_id=task["task_id"],
+                agent_id=task["agent_id"],
+                status=task["status"],
+                progress=task["progress"],
+                outcome=task["outcome"],
             )
-        except Exception as exc:  # the status is in PostgreSQL; the event is best effort
-            ctx.log.warning("task progress not published", error=type(exc).__name__)
+            staged = await self.runner.outbox.stage(conn, ctx, AGENT_TASK_PROGRESS, event)
+        await self.runner.outbox.publish(staged)
+        return task
 
     async def get_task(self, ctx: Context, req: GetTaskRequest) -> GetTaskResponse:
         return GetTaskResponse(task=convert.task(await self._task(ctx, req.agent_id, req.task_id)))
 
     async def cancel_task(self, ctx: Context, req: CancelTaskRequest) -> GetTaskResponse:
         task = await self._task(ctx, req.agent_id, req.task_id)
-        updated = await self.runs.update_task(ctx.tenant, task["task_id"], status="cancelled")
-        if updated is not None:
-            await self._progress(ctx, updated)
+        updated = await self._update(ctx, task["task_id"], status="cancelled")
         return GetTaskResponse(task=convert.task(updated or task))
 
     async def list_tasks(self, ctx: Context, req: ListTasksRequest) -> ListTasksResponse:

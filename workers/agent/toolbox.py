@@ -15,9 +15,11 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from schemas import registry
+from schemas.contracts import Unary
 from schemas.errors import ServiceError
 from schemas.v1.common_pb2 import ChatMessage
-from schemas.v1.gateway_pb2 import EmbedRequest, EmbedResponse
+from schemas.v1.gateway_pb2 import EmbedRequest
+from schemas.v1.gateway_rpc import GatewayService
 from workers.agent import memory_tools
 from workers.agent.calls import CheckedCall, ToolSpec
 from workers.agent.http_tool import HttpLimits, call_http
@@ -124,7 +126,7 @@ class Toolbox:
         except (json_format.ParseError, ValueError, TypeError) as exc:
             return ToolResult(f"arguments do not fit {operation}: {str(exc)[:300]}", is_error=True)
         try:
-            reply = await self.ctx.call(component, op, request, rpc.response)
+            reply = await self.ctx.call(Unary(component, op, rpc.request, rpc.response), request)
         except ServiceError as exc:
             return ToolResult(f"{operation} failed: {exc.message[:300]}", is_error=True)
         body = json_format.MessageToDict(reply, preserving_proto_field_name=True)
@@ -132,10 +134,8 @@ class Toolbox:
 
     async def embed(self, text: str) -> list[float]:
         reply = await self.ctx.call(
-            "gateway",
-            "embed",
+            GatewayService.Embed,
             EmbedRequest(model=self.settings.embedding_model, texts=[text], agent_id=self.agent_id),
-            EmbedResponse,
         )
         return list(reply.embeddings[0].values)
 
