@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.errors import BadRequest, PayloadTooLarge, PermissionDenied
+from schemas.errors import BadRequest, PermissionDenied
 from workers.agent import access
 from workers.agent.definitions import check_id
 from workers.agent.memory_store import MemoryStore
@@ -12,6 +12,7 @@ from workers.agent.runner import Runner
 from workers.agent.runs_store import RunsStore
 from workers.agent.settings import AgentSettings
 from workers.agent.store import AgentStore
+from workers.runtime import validation as check
 from workers.runtime.context import Context
 
 
@@ -28,17 +29,10 @@ class Handlers:
         return await self.runner.agent(ctx, check_id(agent_id, "agent_id"), permission)
 
     def check_text(self, value: str, field: str, *, required: bool = True) -> str:
+        """A message or text of a request: no NUL, within AIFLEET_AGENT_MAX_MESSAGE_BYTES."""
         if required and not value.strip():
             raise BadRequest(f"{field} is required", details={"field": field})
-        if "\x00" in value:
-            raise BadRequest(f"{field} contains a NUL character", details={"field": field})
-        limit = self.settings.max_message_bytes
-        if len(value.encode()) > limit:
-            raise PayloadTooLarge(
-                f"{field} is larger than {limit} bytes",
-                details={"field": field, "limit_bytes": limit},
-            )
-        return value
+        return check.text(value, field, max_bytes=self.settings.max_message_bytes)
 
     def subject_user(self, ctx: Context, user_id: str) -> str:
         """Whose memories or sessions a request means: a user acts only on their own; a

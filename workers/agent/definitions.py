@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from schemas.errors import BadRequest, PayloadTooLarge
+from workers.runtime import validation as check
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -341,14 +342,8 @@ def _depth(value: Any, level: int = 0) -> int:
 
 
 def check_id(value: str, field: str, *, required: bool = True) -> str:
-    """A client-chosen id: [A-Za-z0-9][A-Za-z0-9_.:-]{0,127}."""
-    if not value:
-        if required:
-            raise BadRequest(f"{field} is required", details={"field": field})
-        return ""
-    if not re.match(ID_PATTERN, value):
-        raise BadRequest(f"{field} must match {ID_PATTERN[1:-1]}", details={"field": field})
-    return value
+    """A client-chosen id: the fleet's identifier rule ([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})."""
+    return check.identifier(value, field, required=required)
 
 
 def parse_prompt_ref(ref: str) -> tuple[str, int, str]:
