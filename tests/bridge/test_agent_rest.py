@@ -13,7 +13,7 @@ import pytest
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from tests.bridge.conftest import bridge_settings, serving
-from tests.support.agent import running_agents
+from tests.support.agent import offline_fleet
 from tests.support.polling import eventually
 from workers.runtime.worker import Worker
 
@@ -21,16 +21,17 @@ TOOL = {"name": "kv", "parameters": {"type": "object"}, "fleet": {"operation": "
 
 
 @pytest.fixture(scope="module")
-async def agent_worker(
+async def offline_agents(
     nats_server: EmbeddedNats, valkey: EmbeddedValkey, postgres: EmbeddedPostgres
 ) -> AsyncIterator[Worker]:
-    with pytest.MonkeyPatch.context() as mp:
-        async with running_agents(mp, nats_server.url, valkey.url, postgres.dsn, None) as w:
-            yield w
+    async with offline_fleet(nats_server, valkey, postgres) as worker:
+        yield worker
 
 
 @pytest.fixture
-async def rest(nats_server: EmbeddedNats, agent_worker: Worker) -> AsyncIterator[httpx.AsyncClient]:
+async def rest(
+    nats_server: EmbeddedNats, offline_agents: Worker
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = bridge_settings(nats_server.url, components=["agent"])
     async with serving(settings) as client:
         client.timeout = httpx.Timeout(30.0)

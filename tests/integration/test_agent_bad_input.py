@@ -18,7 +18,7 @@ from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.registry import rpcs_of
 from schemas.v1 import agent_pb2
 from tests.support import wire
-from tests.support.agent import AgentDb, Agents, new_tenant, running_agents
+from tests.support.agent import AgentDb, Agents, new_tenant, offline_fleet
 from tests.support.wire import assert_error
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
@@ -141,12 +141,11 @@ TOO_LARGE: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(scope="module")
-async def worker(
+async def offline_agents(
     nats_server: EmbeddedNats, valkey: EmbeddedValkey, postgres: EmbeddedPostgres
 ) -> AsyncIterator[Worker]:
-    with pytest.MonkeyPatch.context() as mp:
-        async with running_agents(mp, nats_server.url, valkey.url, postgres.dsn, None) as w:
-            yield w
+    async with offline_fleet(nats_server, valkey, postgres) as worker:
+        yield worker
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +182,7 @@ def wrong_type(op: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("fmt", ["json", "msgpack", "protobuf"])
 async def test_wrong_types_and_unknown_fields_are_refused_by_every_op(
-    nc: NATS, worker: Worker, db: AgentDb, fmt: str
+    nc: NATS, offline_agents: Worker, db: AgentDb, fmt: str
 ) -> None:
     """A number where a string goes, a field the contract lacks, bytes that are no message:
     400 for every op, nothing written."""
@@ -203,7 +202,7 @@ async def test_wrong_types_and_unknown_fields_are_refused_by_every_op(
 
 @pytest.mark.parametrize("op", sorted(INVALID))
 async def test_missing_and_invalid_fields_are_400_and_change_nothing(
-    nc: NATS, worker: Worker, db: AgentDb, op: str
+    nc: NATS, offline_agents: Worker, db: AgentDb, op: str
 ) -> None:
     """Every op names the field it refuses; nothing of the tenant is stored."""
     tenant = new_tenant("inv")
@@ -215,7 +214,9 @@ async def test_missing_and_invalid_fields_are_400_and_change_nothing(
 
 
 @pytest.mark.parametrize("op", sorted(TOO_LARGE))
-async def test_oversized_values_are_413(nc: NATS, worker: Worker, db: AgentDb, op: str) -> None:
+async def test_oversized_values_are_413(
+    nc: NATS, offline_agents: Worker, db: AgentDb, op: str
+) -> None:
     """Over a component limit: 413 with the field; nothing stored."""
     tenant = new_tenant("big")
     client = Agents(Client(nc, timeout=30.0), tenant)
@@ -231,7 +232,7 @@ async def test_oversized_values_are_413(nc: NATS, worker: Worker, db: AgentDb, o
 
 
 async def test_another_tenants_ids_are_not_found_by_any_op(
-    nc: NATS, worker: Worker, db: AgentDb
+    nc: NATS, offline_agents: Worker, db: AgentDb
 ) -> None:
     """Ids that exist under another tenant are 404 for every op naming them."""
     client = Client(nc, timeout=30.0)

@@ -12,10 +12,18 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
-from tests.support.agent import Agents, new_tenant, running_agents
+from tests.support.agent import Agents, new_tenant, offline_fleet
 from tests.support.polling import eventually
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
+
+
+@pytest.fixture(scope="module")
+async def offline_agents(
+    nats_server: EmbeddedNats, valkey: EmbeddedValkey, postgres: EmbeddedPostgres
+) -> AsyncIterator[Worker]:
+    async with offline_fleet(nats_server, valkey, postgres) as worker:
+        yield worker
 
 
 async def aifleet(nats_url: str, *args: str, stdin: str = "") -> tuple[int, str, str]:
@@ -35,17 +43,8 @@ async def aifleet(nats_url: str, *args: str, stdin: str = "") -> tuple[int, str,
     return proc.returncode, out.decode(), err.decode()
 
 
-@pytest.fixture(scope="module")
-async def worker(
-    nats_server: EmbeddedNats, valkey: EmbeddedValkey, postgres: EmbeddedPostgres
-) -> AsyncIterator[Worker]:
-    with pytest.MonkeyPatch.context() as mp:
-        async with running_agents(mp, nats_server.url, valkey.url, postgres.dsn, None) as w:
-            yield w
-
-
 async def test_agent_chat_streams_answers_and_keeps_the_session(
-    nats_server: EmbeddedNats, nc: NATS, worker: Worker
+    nats_server: EmbeddedNats, nc: NATS, offline_agents: Worker
 ) -> None:
     """Two lines typed: two streamed answers in one session, tool calls shown, then exit 0."""
     agents = Agents(Client(nc, timeout=30.0), new_tenant("cli"))
@@ -68,7 +67,7 @@ async def test_agent_chat_streams_answers_and_keeps_the_session(
 
 
 async def test_agent_task_shows_the_status_and_result(
-    nats_server: EmbeddedNats, nc: NATS, worker: Worker
+    nats_server: EmbeddedNats, nc: NATS, offline_agents: Worker
 ) -> None:
     """--watch waits for the task and prints its result; an unknown task fails."""
     agents = Agents(Client(nc, timeout=30.0), new_tenant("cli"))
@@ -82,9 +81,8 @@ async def test_agent_task_shows_the_status_and_result(
     assert "digest" in out
 
     async def finished() -> bool:
-        return (
-            await agents("get_task", {"agent_id": "w", "task_id": "t1"})
-        ).task.status == "completed"
+        task = (await agents("get_task", {"agent_id": "w", "task_id": "t1"})).task
+        return bool(task.status == "completed")
 
     await eventually(finished, timeout=10, what="the task completed")
     missing = await aifleet(

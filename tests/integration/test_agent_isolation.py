@@ -9,7 +9,7 @@ from nats.aio.client import Client as NATS
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.errors import NotFound
-from tests.support.agent import AgentDb, Agents, new_tenant, running_agents
+from tests.support.agent import AgentDb, Agents, new_tenant, offline_fleet
 from tests.support.polling import eventually
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
@@ -19,12 +19,11 @@ MEMORY = {"archival": True, "core_blocks": [{"label": "human"}]}
 
 
 @pytest.fixture(scope="module")
-async def worker(
+async def offline_agents(
     nats_server: EmbeddedNats, valkey: EmbeddedValkey, postgres: EmbeddedPostgres
 ) -> AsyncIterator[Worker]:
-    with pytest.MonkeyPatch.context() as mp:
-        async with running_agents(mp, nats_server.url, valkey.url, postgres.dsn, None) as w:
-            yield w
+    async with offline_fleet(nats_server, valkey, postgres) as worker:
+        yield worker
 
 
 @pytest.fixture
@@ -48,7 +47,9 @@ async def populate(agents: Agents, word: str) -> None:
     )
 
 
-async def test_same_ids_in_two_tenants_never_meet(nc: NATS, worker: Worker, db: AgentDb) -> None:
+async def test_same_ids_in_two_tenants_never_meet(
+    nc: NATS, offline_agents: Worker, db: AgentDb
+) -> None:
     """Agents, tools, sessions, tasks, memories, blocks and grants stay with their tenant."""
     client = Client(nc, timeout=30.0)
     one, two = Agents(client, new_tenant("one")), Agents(client, new_tenant("two"))

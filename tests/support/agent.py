@@ -14,6 +14,7 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.registry import rpc
 from subjects import HEADER_USER_ID
 from tests.support.database import ComponentDb
@@ -70,6 +71,16 @@ async def running_agents(
         database_url=dsn,
     ) as worker:
         yield worker
+
+
+@asynccontextmanager
+async def offline_fleet(
+    nats_server: EmbeddedNats, valkey: EmbeddedValkey, postgres: EmbeddedPostgres
+) -> AsyncIterator[Worker]:
+    """The agent fleet on the gateway's offline model (a test module's fixture)."""
+    with pytest.MonkeyPatch.context() as mp:
+        async with running_agents(mp, nats_server.url, valkey.url, postgres.dsn, None) as w:
+            yield w
 
 
 def reply(content: str | None = None, *calls: tuple[str, dict[str, Any]]) -> Fault:

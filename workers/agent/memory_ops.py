@@ -22,8 +22,6 @@ from schemas.v1.agent_pb2 import (
     MemorySearchResponse,
     MemorySetBlockRequest,
 )
-from schemas.v1.gateway_pb2 import EmbedRequest
-from schemas.v1.gateway_rpc import GatewayService
 from workers.agent import access, convert, memory_tools
 from workers.agent.base import Handlers
 from workers.agent.definitions import as_json, check_id
@@ -54,7 +52,9 @@ class MemoryHandlers(Handlers):
         if req.top_k > 50:
             raise BadRequest("top_k must be 1 to 50", details={"field": "top_k"})
         row = await self.agent_row(ctx, req.agent_id, "execute")
-        vector = await self._embed(ctx, row["agent_id"], query)
+        vector = await memory_tools.embed(
+            ctx, self.settings.embedding_model, row["agent_id"], query
+        )
         rows = await self.memory.search(ctx.tenant, row["agent_id"], user, vector, req.top_k or 5)
         return MemorySearchResponse(memories=[convert.memory(r, float(r["score"])) for r in rows])
 
@@ -65,7 +65,8 @@ class MemoryHandlers(Handlers):
         if len(str(metadata).encode()) > MAX_METADATA_BYTES:
             raise PayloadTooLarge("metadata is larger than 16 KiB", details={"field": "metadata"})
         row = await self.agent_row(ctx, req.agent_id, "execute")
-        vector = await self._embed(ctx, row["agent_id"], text)
+        model = self.settings.embedding_model
+        vector = await memory_tools.embed(ctx, model, row["agent_id"], text)
         stored, created = await self.memory.insert(
             ctx.tenant, row["agent_id"], user, text, metadata, vector
         )
@@ -144,10 +145,3 @@ class MemoryHandlers(Handlers):
                 details={"field": field, "limit": MAX_MEMORY_CHARS},
             )
         return value
-
-    async def _embed(self, ctx: Context, agent_id: str, text: str) -> list[float]:
-        reply = await ctx.call(
-            GatewayService.Embed,
-            EmbedRequest(model=self.settings.embedding_model, texts=[text], agent_id=agent_id),
-        )
-        return list(reply.embeddings[0].values)

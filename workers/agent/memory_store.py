@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
+from workers.agent.store import PgStore
 
 Row = Any
 
@@ -24,14 +24,7 @@ def text_hash(text: str) -> bytes:
     return hashlib.sha256(" ".join(text.split()).casefold().encode()).digest()
 
 
-class MemoryStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
-        rows: list[Row] = await self.pool.fetch(sql, *args)
-        return rows
-
+class MemoryStore(PgStore):
     # -- core blocks --------------------------------------------------------------------------
 
     async def blocks(self, tenant: str, agent_id: str, user: str) -> dict[str, str]:

@@ -12,14 +12,25 @@ import json
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
+from schemas.v1.gateway_pb2 import EmbedRequest
+from schemas.v1.gateway_rpc import GatewayService
 from workers.agent.calls import ToolSpec
 from workers.agent.loop import ToolResult
 
 if TYPE_CHECKING:
     from workers.agent.toolbox import Toolbox
+    from workers.runtime.context import Context
 
 DEFAULT_BLOCK_LIMIT = 2000
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 20_000}
+
+
+async def embed(ctx: Context, model: str, agent_id: str, text: str) -> list[float]:
+    """One text's embedding through gateway.embed (the agent named for LLMOps)."""
+    reply = await ctx.call(
+        GatewayService.Embed, EmbedRequest(model=model, texts=[text], agent_id=agent_id)
+    )
+    return list(reply.embeddings[0].values)
 
 
 def _spec(name: str, description: str, properties: dict[str, Any]) -> ToolSpec:
@@ -119,11 +130,11 @@ async def run(box: Toolbox, name: str, args: dict[str, Any]) -> ToolResult:
         box.memory_edited()
         return ToolResult(json.dumps({"label": block["label"], "chars": len(value)}))
     if name == "archival_memory_insert":
-        vector = await box.embed(args["content"])
+        vector = await embed(box.ctx, box.settings.embedding_model, agent_id, args["content"])
         row, created = await store.insert(tenant, agent_id, user, args["content"], {}, vector)
         return ToolResult(json.dumps({"memory_id": row["memory_id"], "created": created}))
     if name == "archival_memory_search":
-        vector = await box.embed(args["query"])
+        vector = await embed(box.ctx, box.settings.embedding_model, agent_id, args["query"])
         rows = await store.search(tenant, agent_id, user, vector, 5)
         found = [{"text": r["text"], "score": round(float(r["score"]), 4)} for r in rows]
         return ToolResult(json.dumps(found, ensure_ascii=False))

@@ -11,24 +11,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
-
 from schemas.v1.common_pb2 import ChatMessage
 from workers.agent.loop import Step
 from workers.agent.messages import message_json, message_of
+from workers.agent.store import PgStore
 
 Row = Any
 Db = Any  # an asyncpg pool or a connection in a transaction
 
 
-class RunsStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
-        rows: list[Row] = await self.pool.fetch(sql, *args)
-        return rows
-
+class RunsStore(PgStore):
     # -- sessions -----------------------------------------------------------------------------
 
     async def open_session(

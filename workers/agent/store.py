@@ -34,7 +34,9 @@ class Stale(Exception):
     """An update expected another version."""
 
 
-class AgentStore:
+class PgStore:
+    """A store on the process's pool (every store of the component has one)."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
@@ -42,6 +44,8 @@ class AgentStore:
         rows: list[Row] = await self.pool.fetch(sql, *args)
         return rows
 
+
+class AgentStore(PgStore):
     # -- agents -------------------------------------------------------------------------------
 
     async def create_agent(

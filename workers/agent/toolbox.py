@@ -18,8 +18,6 @@ from schemas import registry
 from schemas.contracts import Unary
 from schemas.errors import ServiceError
 from schemas.v1.common_pb2 import ChatMessage
-from schemas.v1.gateway_pb2 import EmbedRequest
-from schemas.v1.gateway_rpc import GatewayService
 from workers.agent import memory_tools
 from workers.agent.calls import CheckedCall, ToolSpec
 from workers.agent.http_tool import HttpLimits, call_http
@@ -131,13 +129,6 @@ class Toolbox:
             return ToolResult(f"{operation} failed: {exc.message[:300]}", is_error=True)
         body = json_format.MessageToDict(reply, preserving_proto_field_name=True)
         return ToolResult(json.dumps(body, ensure_ascii=False))
-
-    async def embed(self, text: str) -> list[float]:
-        reply = await self.ctx.call(
-            GatewayService.Embed,
-            EmbedRequest(model=self.settings.embedding_model, texts=[text], agent_id=self.agent_id),
-        )
-        return list(reply.embeddings[0].values)
 
     def memory_edited(self) -> None:
         self._memory_changed = True
