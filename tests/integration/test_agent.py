@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.errors import PermissionDenied, RateLimited
 from schemas.v1.agent_pb2 import Task
+from subjects import STREAM_EVENTS, event_subject
 from tests.support.agent import (
     LOOPER,
     SCRIPTED,
@@ -84,8 +85,15 @@ async def make_tool(agents: Agents, definition: dict[str, object], tool_id: str)
     await agents("tool_create", {"tool_id": tool_id, "tool": definition})
 
 
+async def event_count(nc: NATS, tenant: str, event: str) -> int:
+    info = await nc.jetstream().stream_info(
+        STREAM_EVENTS, subjects_filter=event_subject(tenant, "agent", event)
+    )
+    return sum((info.state.subjects or {}).values())
+
+
 async def test_offline_model_drives_a_run_through_a_forced_tool_call_to_an_answer(
-    agents: Agents, tools_server: ToolServer
+    agents: Agents, tools_server: ToolServer, nc: NATS
 ) -> None:
     """No key: the offline model calls the forced tool, the HTTP tool runs, then it answers."""
     before = tools_server.count("/echo/")
@@ -108,6 +116,12 @@ async def test_offline_model_drives_a_run_through_a_forced_tool_call_to_an_answe
     assert json.loads(run.steps[1].arguments) == {"q": "offline"}
     assert run.steps[1].result_bytes > 0
     assert run.run.outcome == "completed"
+
+    async def events() -> dict[str, int] | None:
+        counts = {e: await event_count(nc, agents.tenant, e) for e in ("run_step", "run_finished")}
+        return counts if counts == {"run_step": 3, "run_finished": 1} else None
+
+    assert await eventually(events, timeout=10, what="the run's events after the commit")
 
 
 async def test_a_session_keeps_the_history_and_the_client_sends_only_the_new_message(

@@ -32,6 +32,7 @@ from schemas.v1.prompt_rpc import PromptService
 from workers.agent import access, convert
 from workers.agent.base import Handlers
 from workers.agent.definitions import check_id
+from workers.agent.loop import RunState
 from workers.agent.runner import definition_of, new_id
 from workers.runtime import paging as pages
 from workers.runtime.context import Context
@@ -99,7 +100,7 @@ class ChatHandlers(Handlers):
             ),
         )
         initial = list(fitted.messages)
-        state = await self.runner.start(ctx, row, run_id, initial, session_id=session_id)
+        state = RunState(list(initial))
         if sink is not None:
             await sink(ChatEvent(type="run_started", session_id=session_id, run_id=run_id))
 
@@ -108,13 +109,23 @@ class ChatHandlers(Handlers):
             await sink(ChatEvent(type="token", delta=text))
 
         recorder = self.runner.recorder(
-            ctx, row["agent_id"], run_id, session_id=session_id, sink=sink
+            ctx, row["agent_id"], run_id, session_id=session_id, sink=sink, buffered=True
         )
+
+        async def write_session(conn: Any) -> None:
+            new = [user_message, *state.messages[len(initial) :]]
+            await self.runs.append(ctx.tenant, row["agent_id"], session_id, user, run_id, new, conn)
+
         result, _ = await self.runner.run(
-            ctx, row, box, state, recorder, on_delta=delta if sink is not None else None
+            ctx,
+            row,
+            box,
+            state,
+            recorder,
+            on_delta=delta if sink is not None else None,
+            initial=initial,
+            also=write_session,
         )
-        new = [user_message, *result.state.messages[len(initial) :]]
-        await self.runs.append(ctx.tenant, row["agent_id"], session_id, user, run_id, new)
         if result.error is not None:
             details = {"run_id": run_id, "session_id": session_id, "outcome": result.outcome}
             if isinstance(result.error, RateLimited):

@@ -32,6 +32,8 @@ from workers.runtime.context import Context
 from workers.runtime.outbox import Outbox, StagedEvent
 
 Sink = Callable[[ChatEvent], Awaitable[None]]
+# Publishes under way, referenced until done (a bare task may be collected mid-flight).
+_PUBLISHING: set[asyncio.Task[int]] = set()
 
 
 def definition_of(row: Any) -> dict[str, Any]:
@@ -64,33 +66,16 @@ class Recorder:
     sink: Sink | None = None
     cancel_check: Callable[[], Awaitable[bool]] | None = None
     on_model_step: Callable[[Step], Awaitable[None]] | None = None
-    _published: list[asyncio.Task[int]] = field(default_factory=list)
+    # Buffered: steps are kept and stored with the run's end in one transaction (chat turns:
+    # a crashed worker's request is lost with it, only tasks resume from stored steps).
+    buffered: bool = False
+    pending: list[Step] = field(default_factory=list)
 
     async def step(self, step: Step) -> None:
-        event = AgentRunStepEvent(
-            run_id=self.run_id,
-            agent_id=self.agent_id,
-            session_id=self.session_id,
-            task_id=self.task_id,
-        )
-        async with self.runs.pool.acquire() as conn, conn.transaction():
-            stored = await self.runs.add_step(
-                self.ctx.tenant, self.agent_id, self.run_id, step, conn=conn
-            )
-            staged = None
-            if stored is not None:  # not a repeat of a recorded step
-                event.step.CopyFrom(
-                    convert.step({**_step_row(step), "created_at": stored["created_at"]})
-                )
-                staged = await self.outbox.stage(
-                    conn,
-                    self.ctx,
-                    AGENT_RUN_STEP,
-                    event,
-                    msg_id=f"agent-step:{self.ctx.tenant}:{self.run_id}:{step.seq}",
-                )
-        if staged is not None:
-            self.publish(staged)
+        if self.buffered:
+            self.pending.append(step)
+        else:
+            await self.store_step(step, None)
         if step.kind == "tool" and self.sink is not None:
             await self.sink(
                 ChatEvent(
@@ -103,6 +88,37 @@ class Recorder:
             )
         if step.kind == "model" and self.on_model_step is not None:
             await self.on_model_step(step)
+
+    async def store_step(self, step: Step, conn: Any) -> None:
+        """Store a step with its event: in `conn`'s transaction, else in one of its own."""
+        if conn is None:
+            async with self.runs.pool.acquire() as own, own.transaction():
+                staged = await self._store_step(step, own)
+        else:
+            staged = await self._store_step(step, conn)
+        if staged is not None:
+            self.publish(staged)
+
+    async def _store_step(self, step: Step, conn: Any) -> StagedEvent | None:
+        event = AgentRunStepEvent(
+            run_id=self.run_id,
+            agent_id=self.agent_id,
+            session_id=self.session_id,
+            task_id=self.task_id,
+        )
+        stored = await self.runs.add_step(
+            self.ctx.tenant, self.agent_id, self.run_id, step, conn=conn
+        )
+        if stored is None:  # a repeat of a recorded step
+            return None
+        event.step.CopyFrom(convert.step({**_step_row(step), "created_at": stored["created_at"]}))
+        return await self.outbox.stage(
+            conn,
+            self.ctx,
+            AGENT_RUN_STEP,
+            event,
+            msg_id=f"agent-step:{self.ctx.tenant}:{self.run_id}:{step.seq}",
+        )
 
     async def tool_started(self, call: CheckedCall) -> None:
         if self.sink is not None:
@@ -120,12 +136,13 @@ class Recorder:
 
     def publish(self, staged: StagedEvent) -> None:
         """Publish a committed event in the background (it never raises; what fails stays in
-        the outbox for its flusher), so the event does not slow the run."""
-        self._published.append(asyncio.create_task(self.outbox.publish(staged)))
+        the outbox for its flusher), so events add nothing to a run's or a reply's time."""
+        task = asyncio.create_task(self.outbox.publish(staged))
+        _PUBLISHING.add(task)
+        task.add_done_callback(_PUBLISHING.discard)
 
     async def finished(self) -> None:
-        """Wait for the run's events to be published (or left to the flusher)."""
-        await asyncio.gather(*self._published)
+        """The run ended; its events are on their way (or left to the flusher)."""
 
 
 def _step_row(step: Step) -> dict[str, Any]:
@@ -237,9 +254,13 @@ class Runner:
         *,
         on_delta: Callable[[str], Awaitable[None]] | None = None,
         resumable: bool = False,
+        initial: Sequence[ChatMessage] = (),
+        also: Callable[[Any], Awaitable[None]] | None = None,
     ) -> tuple[RunResult, Any]:
         """Drive the loop and store its outcome; returns the result and the finished run row.
-        `resumable`: a retryable model failure leaves the run open (row None) to be resumed."""
+        `resumable`: a retryable model failure leaves the run open (row None) to be resumed.
+        A buffered recorder's run (begun with `initial`) is stored here, with its steps, in
+        the transaction of its end; `also` writes more in that transaction (the session)."""
         definition = definition_of(row)
         metadata = {"run_id": recorder.run_id}
         if recorder.session_id:
@@ -260,6 +281,22 @@ class Runner:
             return result, None
         error = result.error.message if result.error else ""
         async with self.runs.pool.acquire() as conn, conn.transaction():
+            if recorder.buffered:
+                await self.runs.start_run(
+                    ctx.tenant,
+                    row["agent_id"],
+                    recorder.run_id,
+                    agent_version=row["version"],
+                    initial=initial,
+                    session_id=recorder.session_id,
+                    task_id=recorder.task_id,
+                    user=access.user_of(ctx),
+                    conn=conn,
+                )
+                for step in recorder.pending:
+                    await recorder.store_step(step, conn)
+            if also is not None:
+                await also(conn)
             finished = await self.runs.finish_run(
                 ctx.tenant,
                 row["agent_id"],

@@ -60,34 +60,34 @@ class RunsStore(PgStore):
         user: str,
         run_id: str,
         messages: Sequence[ChatMessage],
+        conn: Db,
     ) -> None:
         """Append a run's messages to the session, creating it with its first ones (numbered
         after the last one under the session's row lock, so concurrent turns of one session
-        do not interleave numbers)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            count = await conn.fetchval(
-                "INSERT INTO agent.sessions AS s (tenant, agent_id, session_id, user_id,"
-                " message_count) VALUES ($1, $2, $3, $4, $5)"
-                " ON CONFLICT (tenant, agent_id, session_id) DO UPDATE"
-                " SET message_count = s.message_count + $5, updated_at = now()"
-                " WHERE s.user_id = $4 OR $4 = '' RETURNING message_count",
-                tenant,
-                agent_id,
-                session_id,
-                user,
-                len(messages),
-            )
-            if count is None:
-                return  # another user's session (taken meanwhile)
-            first = count - len(messages) + 1
-            await conn.executemany(
-                "INSERT INTO agent.messages (tenant, agent_id, session_id, seq, message, run_id)"
-                " VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
-                [
-                    (tenant, agent_id, session_id, first + i, json.dumps(message_json(m)), run_id)
-                    for i, m in enumerate(messages)
-                ],
-            )
+        do not interleave numbers); in the caller's transaction."""
+        count = await conn.fetchval(
+            "INSERT INTO agent.sessions AS s (tenant, agent_id, session_id, user_id,"
+            " message_count) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (tenant, agent_id, session_id) DO UPDATE"
+            " SET message_count = s.message_count + $5, updated_at = now()"
+            " WHERE s.user_id = $4 OR $4 = '' RETURNING message_count",
+            tenant,
+            agent_id,
+            session_id,
+            user,
+            len(messages),
+        )
+        if count is None:
+            return  # another user's session (taken meanwhile)
+        first = count - len(messages) + 1
+        await conn.executemany(
+            "INSERT INTO agent.messages (tenant, agent_id, session_id, seq, message, run_id)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
+            [
+                (tenant, agent_id, session_id, first + i, json.dumps(message_json(m)), run_id)
+                for i, m in enumerate(messages)
+            ],
+        )
 
     async def list_sessions(
         self, tenant: str, agent_id: str, user: str, after: tuple[Any, ...] | None, limit: int
@@ -163,8 +163,9 @@ class RunsStore(PgStore):
         session_id: str = "",
         task_id: str = "",
         user: str = "",
+        conn: Db | None = None,
     ) -> None:
-        await self.pool.execute(
+        await (conn or self.pool).execute(
             "INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id, user_id,"
             " agent_version, initial) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
             " ON CONFLICT DO NOTHING",
