@@ -69,6 +69,16 @@ def agent_chat(nc: NATS, session: str | None) -> Call:
     return call
 
 
+def round_robin(calls: list[Call]) -> Call:
+    """One call that is each of `calls` in turn: each of the 200 callers is one session."""
+    turn = iter(range(10**12))
+
+    async def call() -> object:
+        return await calls[next(turn) % len(calls)]()
+
+    return call
+
+
 async def until_ready(nc: NATS, timeout: float = 180) -> None:
     """Until the agent answers (migrations done, the gateway's Router built), creating the
     benchmark agent on the way."""
@@ -140,8 +150,8 @@ async def measure(
             ),
         )
         turn: dict[str, Any] = {"provider_latency_ms": 20}
-        for name, call in (("gateway", direct), ("agent", agent_chat(nc, None))):
-            await one_at_a_time(call, 10)  # warm up
+        for warm in (direct, agent_chat(nc, None)):
+            await one_at_a_time(warm, 10)
         for _ in range(args.rounds):
             for name, call in (("gateway", direct), ("agent", agent_chat(nc, None))):
                 turn.setdefault(name, []).append(await one_at_a_time(call, args.requests))
@@ -156,17 +166,12 @@ async def measure(
             "provider_latency_ms": SLOW_PROVIDER * 1000,
             "ideal_turns_per_second": SESSIONS / SLOW_PROVIDER,
         }
-        for name, make in (
-            ("gateway", lambda i: direct),
-            ("agent", lambda i: agent_chat(nc, sessions[i])),
-        ):
-            calls = [make(i) for i in range(SESSIONS)]
-            index = iter(range(10**9))
-
-            async def one() -> object:
-                return await calls[next(index) % SESSIONS]()
-
-            result = await cpu.per_request(lanes(one, SESSIONS, args.seconds))
+        contenders: dict[str, list[Call]] = {
+            "gateway": [direct] * SESSIONS,
+            "agent": [agent_chat(nc, session) for session in sessions],
+        }
+        for name, calls in contenders.items():
+            result = await cpu.per_request(lanes(round_robin(calls), SESSIONS, args.seconds))
             result["vs_ideal"] = round(result.get("per_second", 0) / (SESSIONS / SLOW_PROVIDER), 3)
             concurrent[name] = result
         return {"turn_overhead": turn, "concurrent_sessions": concurrent}
@@ -197,7 +202,11 @@ def main(argv: list[str] | None = None) -> None:
             server.start()
         fake.start()
         try:
-            urls = {"nats": servers[0].url, "redis": servers[1].url, "postgres": servers[2].dsn}
+            nats_server, valkey, postgres = servers
+            assert isinstance(nats_server, EmbeddedNats)
+            assert isinstance(valkey, EmbeddedValkey)
+            assert isinstance(postgres, EmbeddedPostgres)
+            urls = {"nats": nats_server.url, "redis": valkey.url, "postgres": postgres.dsn}
             figures = run_async(measure(urls, fake, Path(tmp), args))
         finally:
             fake.stop()
