@@ -79,14 +79,22 @@ class ChatHandlers(Handlers):
         row = await self.agent_row(ctx, req.agent_id, "execute")
         user = access.user_of(ctx)
         session_id = req.session_id or new_id("s")
-        _, usable = await self.runs.open_session(ctx.tenant, row["agent_id"], session_id, user)
-        if not usable:
-            raise NotFound("session not found", details={"field": "session_id"})
+        session = None
+        if req.session_id:  # a new id of ours has no row and no history to read
+            session, usable = await self.runs.open_session(
+                ctx.tenant, row["agent_id"], session_id, user
+            )
+            if not usable:
+                raise NotFound("session not found", details={"field": "session_id"})
         definition = definition_of(row)
         run_id = new_id("r")
         box = await self.runner.toolbox(ctx, row, definition, run_id, depth=0)
-        history = await self.runs.history(
-            ctx.tenant, row["agent_id"], session_id, self.settings.history_messages
+        history = (
+            await self.runs.history(
+                ctx.tenant, row["agent_id"], session_id, self.settings.history_messages
+            )
+            if session is not None
+            else []
         )
         user_message = ChatMessage(role="user", content=message)
         fitted = await ctx.call(
