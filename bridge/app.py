@@ -1,40 +1,41 @@
 """`create_app(settings)`: the Starlette app, its routes and the NATS connection it owns.
 
-Routes are built once, at creation, from every registered service's http annotations. The NATS
-connection is opened by the lifespan (or, on Lambda where no lifespan runs, by the first
-request) in the background: the process serves `/healthz` at once, `/readyz` says when NATS
-and the components are there, and a request arriving before the connection gets 503.
+Routes are built once, at creation, from every registered service's http annotations. Every
+route, rpc routes included, takes the same ASGI path through Starlette's middleware stack and
+router, so a middleware added to the app (`app.add_middleware(CORSMiddleware, ...)` before it
+serves) applies to `/api` routes too (its cost: benchmarks/README.md, "The bridge's middleware
+path"). The NATS connection is opened by the lifespan (or, on Lambda where no lifespan runs,
+by the first request) in the background: the process serves `/healthz` at once, `/readyz`
+says when NATS and the components are there, and a request arriving before the connection
+gets 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
-from starlette.types import Receive, Scope, Send
 
 from bridge.auth import authenticator
 from bridge.config import BridgeSettings
-from bridge.docs import docs_page
-from bridge.errors import JSON, error_response, http_exception_handler, service_error_handler
+from bridge.docs import docs_routes
+from bridge.errors import error_response, http_exception_handler, service_error_handler
 from bridge.forward import Forwarder
 from bridge.health import healthz, readyz
 from bridge.limits import RateLimiter
 from bridge.openai import openai_routes
 from bridge.openapi import document
-from bridge.routes import RpcRoute, bindings, rpc_routes
+from bridge.routes import RpcRoutes, bindings
 from schemas.errors import Internal, ServiceError, Unavailable
 from schemas.registry import services
+from workers.runtime import connection
 from workers.runtime.client import Client
 from workers.runtime.logs import get_logger
 
@@ -65,41 +66,20 @@ class Bridge:
             self._connecting = asyncio.create_task(self._connect())
 
     async def _connect(self) -> None:
-        last = [0.0]
-
-        async def on_error(exc: Exception) -> None:
-            if time.monotonic() - last[0] > 10:  # a server that is down errs every 0.25 s
-                last[0] = time.monotonic()
-                log.warning("nats error", error=str(exc)[:200] or type(exc).__name__)
-
-        async def on_disconnect() -> None:
-            if not self._closing:
-                log.warning("nats disconnected")
-
-        async def on_reconnect() -> None:
-            log.info("nats reconnected")
-
         try:
-            nc = await self._open(on_error, on_disconnect, on_reconnect)
+            nc = await connection.connect(
+                self.settings.nats_url,
+                name=CONNECTION_NAME,
+                connect_timeout=2,
+                log=log,
+                closing=lambda: self._closing,
+            )
         except Exception as exc:  # e.g. a malformed URL: retrying cannot help
             log.error("bridge cannot connect to nats", error=str(exc)[:200])
             return
         self.nc = nc
         self._client = Client(nc)
         log.info("bridge connected to nats")
-
-    async def _open(self, on_error: Any, on_disconnect: Any, on_reconnect: Any) -> NATS:
-        return await nats.connect(
-            self.settings.nats_url,
-            name=CONNECTION_NAME,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            connect_timeout=2,
-            error_cb=on_error,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-        )
 
     async def client(self) -> Client:
         """The NATS client, or 503 when the bridge is not connected (Lambda: connect first)."""
@@ -128,7 +108,19 @@ class Bridge:
         self._client = None
 
     def routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = [
+        """The rpc routes first (they carry the traffic), then the bridge's own; an rpc path
+        that would take one of the bridge's own stops the start."""
+        rpc = RpcRoutes(self.bindings, self.forwarder)
+        own = self._own_routes()
+        for route in own:
+            path = route.path.split("{", 1)[0] + "x" if "{" in route.path else route.path
+            probe = {"type": "http", "path": path, "raw_path": path.encode(), "method": "GET"}
+            if rpc.matches(probe)[0] is not Match.NONE:
+                raise ValueError(f"an rpc route takes {route.path}, which the bridge serves")
+        return [rpc, *own]
+
+    def _own_routes(self) -> list[Route]:
+        routes = [
             Route("/healthz", healthz, methods=["GET"]),
             Route(
                 "/readyz",
@@ -137,47 +129,9 @@ class Bridge:
             ),
         ]
         if self.settings.docs:
-            doc = document(self.bindings, self.settings)
-            spec = Response(_dumps(doc), media_type=JSON)
-            page = HTMLResponse(docs_page(doc))
-
-            async def openapi(request: Request) -> Response:
-                return spec
-
-            async def docs(request: Request) -> Response:
-                return page
-
-            routes += [
-                Route("/openapi.json", openapi, methods=["GET"]),
-                Route("/docs", docs, methods=["GET"]),
-            ]
+            routes += docs_routes(document(self.bindings, self.settings))
         routes += openai_routes(self.forwarder)
-        routes += rpc_routes(self.bindings, self.forwarder)
         return routes
-
-
-class BridgeApp(Starlette):
-    """Starlette, with rpc routes dispatched ahead of its middleware: the forwarder answers
-    every outcome itself (errors included), so the generic layers only cost time there. Paths
-    that match no rpc route with its method take the ordinary way (404, 405, docs, health)."""
-
-    rpc: tuple[RpcRoute, ...] = ()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for route in self.rpc:
-                match, child = route.matches(scope)
-                if match is Match.FULL:
-                    scope.update(child)
-                    await route.handle(scope, receive, send)
-                    return
-        await super().__call__(scope, receive, send)
-
-
-def _dumps(doc: object) -> bytes:
-    import json
-
-    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
@@ -205,9 +159,8 @@ def create_app(settings: BridgeSettings | None = None) -> Starlette:
         finally:
             await bridge.close()
 
-    routes = bridge.routes()
-    app = BridgeApp(
-        routes=routes,
+    app = Starlette(
+        routes=bridge.routes(),
         lifespan=lifespan,
         exception_handlers={
             HTTPException: http_exception_handler,
@@ -216,5 +169,4 @@ def create_app(settings: BridgeSettings | None = None) -> Starlette:
         },
     )
     app.state.bridge = bridge
-    app.rpc = tuple(r for r in routes if isinstance(r, RpcRoute))
     return app

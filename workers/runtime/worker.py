@@ -16,11 +16,11 @@ import signal
 from contextlib import AsyncExitStack
 from importlib.metadata import PackageNotFoundError, version
 
-import nats
 from nats.aio.client import Client as NATS
 
 from subjects import service_name
 from subjects.streams import provision_streams
+from workers.runtime import connection
 from workers.runtime.component import Component, preload
 from workers.runtime.config import Settings
 from workers.runtime.endpoints import Endpoint, RequestServer
@@ -41,35 +41,16 @@ def package_version() -> str:
 
 
 async def connect(settings: Settings, *, name: str = "aifleet") -> NATS:
-    """A connection that reconnects forever once up: a restarted nats-server never needs a
-    restart of the worker. The first connection is given `nats_connect_timeout` seconds, so a
-    worker pointed at the wrong URL says so instead of waiting silently."""
-    state = {"quiet": False}
-
-    async def on_error(exc: Exception) -> None:
-        if not state["quiet"]:  # one line per outage, not one per reconnect attempt
-            log.warning("nats error", error=str(exc)[:200])
-            state["quiet"] = True
-
-    async def on_disconnect() -> None:
-        log.warning("nats disconnected")
-
-    async def on_reconnect() -> None:
-        state["quiet"] = False
-        log.info("nats reconnected")
-
+    """The process's connection (workers/runtime/connection.py). The first connection is given
+    `nats_connect_timeout` seconds, so a worker pointed at the wrong URL says so instead of
+    waiting silently."""
     try:
         return await asyncio.wait_for(
-            nats.connect(
+            connection.connect(
                 settings.nats_url,
                 name=name,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
                 connect_timeout=settings.dependency_timeout,
-                error_cb=on_error,
-                disconnected_cb=on_disconnect,
-                reconnected_cb=on_reconnect,
+                log=log,
             ),
             timeout=settings.nats_connect_timeout,
         )
