@@ -342,17 +342,17 @@ class Runner:
             return ToolResult(f"agent {agent_id} cannot be called: {exc.message}", is_error=True)
         run_id = new_id("r")
         box = await self.toolbox(ctx, row, definition_of(row), run_id, depth)
-        system = ChatMessage(role="system", content=await box.system_prompt())
-        state = await self.start(
-            ctx, row, run_id, [system, ChatMessage(role="user", content=message)]
-        )
+        initial = [
+            *system_messages(await box.system_prompt()),
+            ChatMessage(role="user", content=message),
+        ]
+        state = await self.start(ctx, row, run_id, initial)
         recorder = self.recorder(ctx, agent_id, run_id)
         try:
             result, _ = await self.run(ctx, row, box, state, recorder)
         except ServiceError as exc:
             return ToolResult(f"agent {agent_id} failed: {exc.message}", is_error=True)
         if result.outcome != loop.COMPLETED:
-            return ToolResult(
-                f"agent {agent_id} ended {result.outcome}: {result.message}", is_error=True
-            )
+            reason = result.error.message if result.error else result.message
+            return ToolResult(f"agent {agent_id} ended {result.outcome}: {reason}", is_error=True)
         return ToolResult(result.message)
