@@ -252,6 +252,41 @@ def ml_watch(
     raise typer.Exit(run(watched()))
 
 
+agent_app = typer.Typer(help="Chat with an agent, watch its tasks.")
+app.add_typer(agent_app, name="agent")
+TENANT = os.environ.get("AIFLEET_TENANT", "default")
+
+
+@agent_app.command("chat")
+def agent_chat(
+    agent_id: Annotated[str, typer.Argument(help="the agent's id")],
+    tenant: Annotated[str, typer.Option(help="tenant token")] = TENANT,
+    user: Annotated[str | None, typer.Option(help="X-User-ID header")] = None,
+    session: Annotated[str, typer.Option(help="continue this session")] = "",
+    timeout: Annotated[float, typer.Option(help="seconds one answer may take")] = 120.0,
+) -> None:
+    """Chat with an agent in the terminal; answers stream in with their tool calls."""
+    from aifleet.agents import chat
+
+    configure_logging("WARNING", "console")
+    raise typer.Exit(run(chat(settings(), agent_id, tenant, user, session, timeout)))
+
+
+@agent_app.command("task")
+def agent_task(
+    agent_id: Annotated[str, typer.Argument(help="the agent's id")],
+    task_id: Annotated[str, typer.Argument(help="the task's id (from agent.execute)")],
+    tenant: Annotated[str, typer.Option(help="tenant token")] = TENANT,
+    user: Annotated[str | None, typer.Option(help="X-User-ID header")] = None,
+    watch: Annotated[bool, typer.Option(help="show progress until the task finishes")] = False,
+) -> None:
+    """A task's status, progress and result (exit 1 when it failed)."""
+    from aifleet.agents import task
+
+    configure_logging("WARNING", "console")
+    raise typer.Exit(run(task(settings(), agent_id, task_id, tenant, user, watch)))
+
+
 def main() -> None:
     app()
 

@@ -25,6 +25,10 @@ def event_name(component: str, event: str) -> EventName:
     return EventName(check_name(component), check_name(event))
 
 
+AGENT_RUN_FINISHED = event_name("agent", "run_finished")
+AGENT_RUN_STEP = event_name("agent", "run_step")
+AGENT_TASK_PROGRESS = event_name("agent", "task_progress")
+
 CACHE_INVALIDATED = event_name("cache", "invalidated")
 
 GATEWAY_LLM_OPERATION = event_name("gateway", "llm_operation")

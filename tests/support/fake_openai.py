@@ -71,6 +71,10 @@ class Fault:
     break_with: Literal["close", "error"] = "close"  # ...by a dropped connection or an error
     retry_after: int = 1  # Retry-After header of a 429
     times: int | None = 1
+    # Answer with this assistant message instead of the default one: {"content": ...} and/or
+    # {"tool_calls": [{"id", "type": "function", "function": {"name", "arguments"}}]} (a model
+    # scripted turn by turn, e.g. as an attacker).
+    reply: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +189,18 @@ def _answer(body: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
     return {"role": "assistant", "content": content, "refusal": None}, finish, content
 
 
+def _scripted(reply: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+    """A scripted assistant message, its finish_reason and the text its tokens count."""
+    calls = reply.get("tool_calls") or []
+    message = {
+        "role": "assistant",
+        "content": reply.get("content"),
+        **({"tool_calls": calls} if calls else {}),
+    }
+    counted = (reply.get("content") or "") + "".join(c["function"]["arguments"] for c in calls)
+    return message, "tool_calls" if calls else "stop", counted
+
+
 def _error(status: int, retry_after: int) -> JSONResponse:
     kind, code = ERRORS.get(status, ("server_error", None))
     error = {"message": f"scripted {status}", "type": kind, "param": None, "code": code}
@@ -209,7 +225,7 @@ async def chat_completions(request: Request) -> Response:
     fault, failed = await _arrive(request, body)
     if failed:
         return failed
-    message, finish, counted = _answer(body)
+    message, finish, counted = _scripted(fault.reply) if fault and fault.reply else _answer(body)
     n = body.get("n") or 1
     prompt = sum(len(_text(m).split()) + 4 for m in body["messages"])
     completion = n * len(words(counted))
@@ -234,7 +250,7 @@ def _chunks(
     head = {**head, "object": "chat.completion.chunk", **({"usage": None} if usage else {})}
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "", "refusal": None}]
     if message.get("tool_calls"):
-        deltas.append({"tool_calls": [{"index": 0, **message["tool_calls"][0]}]})
+        deltas += [{"tool_calls": [{"index": i, **c}]} for i, c in enumerate(message["tool_calls"])]
     else:
         deltas += [{"content": piece} for piece in words(message["content"])]
     steps: list[tuple[dict[str, Any], str | None]] = [(delta, None) for delta in deltas] + [

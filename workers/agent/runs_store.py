@@ -1,0 +1,336 @@
+"""Sessions and their messages, runs and their steps, and tasks (schema `agent`); every
+statement names its tenant and the agent.
+
+A step is stored the moment it is done, with the message it appended, so a run can be
+rebuilt from `runs.initial` plus its steps after a crash (`loop.RunState.resume`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from schemas.v1.common_pb2 import ChatMessage
+from workers.agent.loop import Step
+from workers.agent.messages import message_json, message_of
+from workers.agent.store import PgStore
+
+Row = Any
+Db = Any  # an asyncpg pool or a connection in a transaction
+
+
+class RunsStore(PgStore):
+    # -- sessions -----------------------------------------------------------------------------
+
+    async def open_session(
+        self, tenant: str, agent_id: str, session_id: str, user: str
+    ) -> tuple[Row | None, bool]:
+        """(the session, whether it may be used): a user may only use their own sessions; an
+        id not used yet is free (the session is created with its first messages)."""
+        row = await self.pool.fetchrow(
+            "SELECT * FROM agent.sessions WHERE tenant = $1 AND agent_id = $2 AND session_id = $3",
+            tenant,
+            agent_id,
+            session_id,
+        )
+        if row is None:
+            return None, True
+        return row, not user or row["user_id"] == user
+
+    async def history(
+        self, tenant: str, agent_id: str, session_id: str, limit: int
+    ) -> list[ChatMessage]:
+        """The newest `limit` messages, oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT message FROM (SELECT seq, message FROM agent.messages WHERE tenant = $1"
+            " AND agent_id = $2 AND session_id = $3 ORDER BY seq DESC LIMIT $4) m ORDER BY seq",
+            tenant,
+            agent_id,
+            session_id,
+            limit,
+        )
+        return [message_of(json.loads(r["message"])) for r in rows]
+
+    async def append(
+        self,
+        tenant: str,
+        agent_id: str,
+        session_id: str,
+        user: str,
+        run_id: str,
+        messages: Sequence[ChatMessage],
+        conn: Db,
+    ) -> None:
+        """Append a run's messages to the session, creating it with its first ones (numbered
+        after the last one under the session's row lock, so concurrent turns of one session
+        do not interleave numbers); in the caller's transaction."""
+        count = await conn.fetchval(
+            "INSERT INTO agent.sessions AS s (tenant, agent_id, session_id, user_id,"
+            " message_count) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (tenant, agent_id, session_id) DO UPDATE"
+            " SET message_count = s.message_count + $5, updated_at = now()"
+            " WHERE s.user_id = $4 OR $4 = '' RETURNING message_count",
+            tenant,
+            agent_id,
+            session_id,
+            user,
+            len(messages),
+        )
+        if count is None:
+            return  # another user's session (taken meanwhile)
+        first = count - len(messages) + 1
+        await conn.executemany(
+            "INSERT INTO agent.messages (tenant, agent_id, session_id, seq, message, run_id)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
+            [
+                (tenant, agent_id, session_id, first + i, json.dumps(message_json(m)), run_id)
+                for i, m in enumerate(messages)
+            ],
+        )
+
+    async def list_sessions(
+        self, tenant: str, agent_id: str, user: str, after: tuple[Any, ...] | None, limit: int
+    ) -> list[Row]:
+        when, last = after if after else (None, None)
+        return await self._fetch(
+            "SELECT * FROM agent.sessions WHERE tenant = $1 AND agent_id = $2"
+            " AND ($3 = '' OR user_id = $3)"
+            " AND ($4::timestamptz IS NULL OR (updated_at, session_id) < ($4, $5::text))"
+            " ORDER BY updated_at DESC, session_id DESC LIMIT $6",
+            tenant,
+            agent_id,
+            user,
+            when,
+            last,
+            limit,
+        )
+
+    async def session_messages(
+        self, tenant: str, agent_id: str, session_id: str, after: int, limit: int
+    ) -> list[Row]:
+        return await self._fetch(
+            "SELECT seq, message, run_id, created_at FROM agent.messages WHERE tenant = $1"
+            " AND agent_id = $2 AND session_id = $3 AND seq > $4 ORDER BY seq LIMIT $5",
+            tenant,
+            agent_id,
+            session_id,
+            after,
+            limit,
+        )
+
+    async def delete_session(self, tenant: str, agent_id: str, session_id: str, user: str) -> bool:
+        return bool(
+            await self.pool.fetchval(
+                "DELETE FROM agent.sessions WHERE tenant = $1 AND agent_id = $2"
+                " AND session_id = $3 AND ($4 = '' OR user_id = $4) RETURNING true",
+                tenant,
+                agent_id,
+                session_id,
+                user,
+            )
+        )
+
+    async def recall(
+        self, tenant: str, agent_id: str, user: str, query: str, limit: int
+    ) -> list[Row]:
+        """The user's past messages with this agent that match `query`, best first."""
+        return await self._fetch(
+            "SELECT m.session_id, m.seq, m.message, m.created_at,"
+            " ts_rank(m.search, q) AS rank"
+            " FROM agent.messages m JOIN agent.sessions s USING (tenant, agent_id, session_id),"
+            " websearch_to_tsquery('simple', $4) q"
+            " WHERE m.tenant = $1 AND m.agent_id = $2 AND s.user_id = $3 AND m.search @@ q"
+            " AND m.message->>'role' IN ('user', 'assistant')"
+            " ORDER BY rank DESC, m.created_at DESC LIMIT $5",
+            tenant,
+            agent_id,
+            user,
+            query,
+            limit,
+        )
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        tenant: str,
+        agent_id: str,
+        run_id: str,
+        *,
+        agent_version: int,
+        initial: Sequence[ChatMessage],
+        session_id: str = "",
+        task_id: str = "",
+        user: str = "",
+        conn: Db | None = None,
+    ) -> None:
+        await (conn or self.pool).execute(
+            "INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id, user_id,"
+            " agent_version, initial) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
+            " ON CONFLICT DO NOTHING",
+            tenant,
+            agent_id,
+            run_id,
+            session_id,
+            task_id,
+            user,
+            agent_version,
+            json.dumps([message_json(m) for m in initial]),
+        )
+
+    async def get_run(self, tenant: str, agent_id: str, run_id: str) -> Row | None:
+        return await self.pool.fetchrow(
+            "SELECT * FROM agent.runs WHERE tenant = $1 AND agent_id = $2 AND run_id = $3",
+            tenant,
+            agent_id,
+            run_id,
+        )
+
+    async def steps(self, tenant: str, agent_id: str, run_id: str) -> list[Row]:
+        return await self._fetch(
+            "SELECT * FROM agent.run_steps WHERE tenant = $1 AND agent_id = $2 AND run_id = $3"
+            " ORDER BY seq",
+            tenant,
+            agent_id,
+            run_id,
+        )
+
+    async def add_step(
+        self, tenant: str, agent_id: str, run_id: str, step: Step, conn: Db | None = None
+    ) -> Row:
+        """Store a step (once: a repeat of the same seq keeps the first)."""
+        return await (conn or self.pool).fetchrow(
+            "INSERT INTO agent.run_steps (tenant, agent_id, run_id, seq, kind, turn, tool_name,"
+            " tool_call_id, arguments, result_bytes, error, prompt_tokens, completion_tokens,"
+            " cost_usd, finish_reason, duration_ms, message)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
+            " $17::jsonb) ON CONFLICT DO NOTHING RETURNING created_at",
+            tenant,
+            agent_id,
+            run_id,
+            step.seq,
+            step.kind,
+            step.turn,
+            step.tool_name,
+            step.tool_call_id,
+            step.arguments,
+            step.result_bytes,
+            step.error,
+            step.prompt_tokens,
+            step.completion_tokens,
+            step.cost_usd,
+            step.finish_reason,
+            step.duration_ms,
+            json.dumps(message_json(step.message)),
+        )
+
+    async def finish_run(
+        self,
+        tenant: str,
+        agent_id: str,
+        run_id: str,
+        *,
+        outcome: str,
+        turns: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float,
+        error: str,
+        conn: Db | None = None,
+    ) -> Row:
+        return await (conn or self.pool).fetchrow(
+            "UPDATE agent.runs SET outcome = $4, turns = $5, prompt_tokens = $6,"
+            " completion_tokens = $7, cost_usd = $8, error = $9, finished_at = now()"
+            " WHERE tenant = $1 AND agent_id = $2 AND run_id = $3 RETURNING *",
+            tenant,
+            agent_id,
+            run_id,
+            outcome,
+            turns,
+            prompt_tokens,
+            completion_tokens,
+            cost_usd,
+            error,
+        )
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    async def create_task(
+        self,
+        tenant: str,
+        agent_id: str,
+        task_id: str,
+        task_type: str,
+        parameters: dict[str, Any],
+        priority: int,
+        user: str,
+    ) -> tuple[Row, bool]:
+        row = await self.pool.fetchrow(
+            "INSERT INTO agent.tasks (tenant, task_id, agent_id, task_type, parameters,"
+            " priority, status, created_by) VALUES ($1, $2, $3, $4, $5::jsonb, $6, 'queued', $7)"
+            " ON CONFLICT DO NOTHING RETURNING *",
+            tenant,
+            task_id,
+            agent_id,
+            task_type,
+            json.dumps(parameters),
+            priority,
+            user,
+        )
+        if row is not None:
+            return row, True
+        return await self.get_task(tenant, agent_id, task_id), False
+
+    async def get_task(self, tenant: str, agent_id: str, task_id: str) -> Row | None:
+        return await self.pool.fetchrow(
+            "SELECT * FROM agent.tasks WHERE tenant = $1 AND agent_id = $2 AND task_id = $3",
+            tenant,
+            agent_id,
+            task_id,
+        )
+
+    async def task_by_id(self, tenant: str, task_id: str) -> Row | None:
+        return await self.pool.fetchrow(
+            "SELECT * FROM agent.tasks WHERE tenant = $1 AND task_id = $2", tenant, task_id
+        )
+
+    async def update_task(
+        self, tenant: str, task_id: str, conn: Db | None = None, **fields: Any
+    ) -> Row | None:
+        """Set fields of a task that is not finished; None when it is (a cancel stands)."""
+        names = sorted(fields)
+        sets = ", ".join(f"{n} = ${i + 3}" for i, n in enumerate(names))
+        return await (conn or self.pool).fetchrow(
+            f"UPDATE agent.tasks SET {sets}, updated_at = now()"  # noqa: S608 (names from code)
+            " WHERE tenant = $1 AND task_id = $2"
+            " AND status NOT IN ('completed', 'failed', 'cancelled') RETURNING *",
+            tenant,
+            task_id,
+            *(fields[n] for n in names),
+        )
+
+    async def task_status(self, tenant: str, task_id: str) -> str:
+        return str(
+            await self.pool.fetchval(
+                "SELECT status FROM agent.tasks WHERE tenant = $1 AND task_id = $2",
+                tenant,
+                task_id,
+            )
+            or ""
+        )
+
+    async def list_tasks(
+        self, tenant: str, agent_id: str, after: tuple[Any, ...] | None, limit: int
+    ) -> list[Row]:
+        when, last = after if after else (None, None)
+        return await self._fetch(
+            "SELECT * FROM agent.tasks WHERE tenant = $1 AND agent_id = $2"
+            " AND ($3::timestamptz IS NULL OR (created_at, task_id) < ($3, $4::text))"
+            " ORDER BY created_at DESC, task_id DESC LIMIT $5",
+            tenant,
+            agent_id,
+            when,
+            last,
+            limit,
+        )
