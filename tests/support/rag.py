@@ -1,0 +1,91 @@
+"""Test helpers for the RAG component: what its tables hold, documents and vectors to store."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from nats.aio.client import Client as NATS
+
+from subjects import STREAM_EVENTS, event_subject
+from tests.support.database import ComponentDb
+from workers.rag.chunking import Chunk
+from workers.rag.records import EmbeddedChunks, NewDocument
+from workers.rag.store import MIGRATIONS, SCHEMA
+
+DIMS = 384
+
+
+class RagDb(ComponentDb):
+    """Direct reads of the rag schema, as a test checks what the worker really wrote."""
+
+    schema = SCHEMA
+    migrations = MIGRATIONS
+    tables = ("documents", "chunks", "corpora")
+
+    async def chunk_rows(self, tenant: str, document_id: str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT ordinal, version, text, start_char, end_char, embedding_model,"
+            " embedding_dims FROM rag.chunks WHERE tenant = $1 AND document_id = $2"
+            " ORDER BY ordinal",
+            tenant,
+            document_id,
+        )
+        return [dict(r) for r in rows]
+
+
+def unit(seed: str, dims: int = DIMS) -> list[float]:
+    """A deterministic random unit vector."""
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8]))
+    v = rng.standard_normal(dims).astype(np.float32)
+    return [float(x) for x in v / np.linalg.norm(v)]
+
+
+def near(vector: Sequence[float], seed: str, noise: float) -> list[float]:
+    """`vector` moved a little (cosine ~1 - noise²/2), still unit length."""
+    v = np.asarray(vector, dtype=np.float32) + noise * np.asarray(unit(seed, len(vector)))
+    return [float(x) for x in v / np.linalg.norm(v)]
+
+
+def document(doc_id: str, texts: Sequence[str], **fields: Any) -> NewDocument:
+    content = "\n\n".join(texts)
+    return NewDocument(
+        id=doc_id,
+        title=fields.get("title", f"title of {doc_id}"),
+        source=fields.get("source", ""),
+        metadata=fields.get("metadata", {}),
+        content=content,
+        content_hash=hashlib.sha256(content.encode()).hexdigest(),
+        chunk_size=1000,
+        chunk_overlap=0,
+    )
+
+
+def embedded(
+    doc: NewDocument, vectors: Sequence[Sequence[float]], model: str = "m"
+) -> EmbeddedChunks:
+    """One chunk per paragraph of the document, with the given vectors."""
+    chunks: list[Chunk] = []
+    start = 0
+    for i, text in enumerate(doc.content.split("\n\n")):
+        chunks.append(Chunk(i, text, start, start + len(text), len(text.split())))
+        start += len(text) + 2
+    assert len(chunks) == len(vectors)
+    return EmbeddedChunks(chunks, vectors, model, len(vectors[0]))
+
+
+async def events(nc: NATS, tenant: str, event: str) -> list[bytes]:
+    """Bodies of every `evt.rag.<event>` of the tenant in AI_EVENTS, oldest first."""
+    js = nc.jetstream()
+    subject = event_subject(tenant, "rag", event)
+    info = await js.stream_info(STREAM_EVENTS, subjects_filter=subject)
+    count = (info.state.subjects or {}).get(subject, 0)
+    if not count:
+        return []
+    sub = await js.subscribe(subject, ordered_consumer=True)
+    try:
+        return [(await sub.next_msg(timeout=2.0)).data for _ in range(count)]
+    finally:
+        await sub.unsubscribe()
