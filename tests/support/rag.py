@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
+import pytest
+from google.protobuf import json_format
 from nats.aio.client import Client as NATS
+
+from schemas.v1.rag_pb2 import CreateDocumentRequest
 
 from subjects import STREAM_EVENTS, event_subject
 from tests.support.database import ComponentDb
+from tests.support.fleet import running_worker
+from workers.cache import service as cache
+from workers.gateway import service as gateway
+from workers.rag import service as rag
 from workers.rag.chunking import Chunk
 from workers.rag.records import EmbeddedChunks, NewDocument
 from workers.rag.store import MIGRATIONS, SCHEMA
+from workers.runtime.client import Client
+from workers.runtime.worker import Worker
 
 DIMS = 384
 
@@ -23,7 +34,7 @@ class RagDb(ComponentDb):
 
     schema = SCHEMA
     migrations = MIGRATIONS
-    tables = ("documents", "chunks", "corpora")
+    tables = ("documents", "chunks", "corpora", "lexemes")
 
     async def chunk_rows(self, tenant: str, document_id: str) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
@@ -89,3 +100,54 @@ async def events(nc: NATS, tenant: str, event: str) -> list[bytes]:
         return [(await sub.next_msg(timeout=2.0)).data for _ in range(count)]
     finally:
         await sub.unsubscribe()
+
+
+@asynccontextmanager
+async def running_rag(
+    nats_url: str, redis_url: str, database_url: str, **overrides: Any
+) -> AsyncIterator[Worker]:
+    """RAG with the gateway (offline: local MiniLM embeddings, the offline text model) and the
+    cache component (its results cache) in one worker: three components talking over NATS."""
+    async with running_worker(
+        [rag.component, gateway.component, cache.component],
+        nats_url,
+        redis_url=redis_url,
+        database_url=database_url,
+        **overrides,
+    ) as worker:
+        yield worker
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
+    """Set AIFLEET_RAG_* for the next RAG component started in this process."""
+    for name, value in settings.items():
+        monkeypatch.setenv(f"AIFLEET_RAG_{name.upper()}", str(value))
+
+
+def create(doc_id: str, content: str, **fields: Any) -> CreateDocumentRequest:
+    return json_format.ParseDict(
+        {"document_id": doc_id, "title": fields.pop("title", doc_id), "content": content, **fields},
+        CreateDocumentRequest(),
+    )
+
+
+async def call(client: Client, tenant: str, method: Any, request: Any) -> Any:
+    return await client.call_rpc(tenant, method, request)
+
+
+CORPUS = {
+    "nats": (
+        "# NATS\n\nNATS is a messaging system. Subjects address messages, and a request gets a"
+        " reply from one member of a queue group.\n\nJetStream adds persistence: streams store"
+        " messages on disk and consumers acknowledge each one explicitly."
+    ),
+    "postgres": (
+        "# PostgreSQL\n\nPostgreSQL is a relational database. MVCC gives every transaction a"
+        " snapshot, so readers never block writers.\n\npgvector adds vector similarity search"
+        " with HNSW and IVFFlat indexes."
+    ),
+    "valkey": (
+        "# Valkey\n\nValkey is an in-memory key-value store speaking the Redis protocol. Keys can"
+        " expire after a time to live, and Lua scripts run atomically."
+    ),
+}

@@ -8,11 +8,12 @@ the old chunks or the new ones in both legs, never the old in one leg and the ne
   `hnsw.iterative_scan` (set by the caller) the index scan keeps going until k rows pass them.
   relaxed_order may return rows slightly out of order, so the rank is recomputed from the
   distance afterwards (as pgvector's documentation advises).
-- Keyword leg: the GIN index on `tsv`, `websearch_to_tsquery` of the query. A question written
-  without operators has its terms OR-ed (websearch_to_tsquery ANDs them, which on a
-  natural-language question matches almost nothing); a query using websearch syntax (quotes,
-  `or`, `-word`) is taken as written. Ranked by `ts_rank` (normalization 1: divided by
-  1 + log(length)).
+- Keyword leg: the GIN index on `tsv`. A question written without operators matches chunks
+  holding any of its lexemes (websearch_to_tsquery ANDs them, which on a natural-language
+  question matches almost nothing); a query using websearch syntax (quotes, `-word`) is matched
+  by `websearch_to_tsquery` as written. Ranked by BM25 over the query's lexemes (see _TERMS):
+  ts_rank alone has no idf and ranks long questions poorly (measured on CISI: nDCG@10 0.21-0.23
+  with ts_rank/ts_rank_cd, 0.32 with this; bm25s 0.35).
 
 Parameters: $1 tenant, $2 embedding model, $3 query vector (float4[]), $4 query text,
 $5 text-search configuration, $6 candidates per leg, $7 take the websearch query as written;
@@ -88,17 +89,37 @@ def _vector_leg(v: VectorSql, filters: str) -> str:
     ) nearest"""  # noqa: S608 (trusted fragments; values are parameters)
 
 
-_QUERY = """CASE WHEN $7 THEN websearch_to_tsquery($5::regconfig, $4)
-         ELSE replace(websearch_to_tsquery($5::regconfig, $4)::text, ' & ', ' | ')::tsquery END"""
+# BM25 (k1 = 1.2, b = 0.75) over PostgreSQL's full-text vectors. idf from rag.lexemes (chunks
+# per lexeme) and rag.corpora (N, average length); the term frequency is ts_rank_cd of the one
+# lexeme (the sum of its occurrences' weights: 1 in the text, 2.5 in the title, weights B and A
+# of {0.1, 0.2, 0.4, 1.0} divided by 0.4); the length is the chunk's count of lexemes.
+K1, B = 1.2, 0.75
+_TERMS = """
+    stats AS (SELECT chunks::float8 AS n, greatest(lexemes::float8 / greatest(chunks, 1), 1.0)
+              AS avgdl FROM rag.corpora WHERE tenant = $1),
+    terms AS MATERIALIZED (
+        SELECT l.lexeme, quote_literal(l.lexeme)::tsquery AS tq,
+               ln(1 + (st.n - l.chunks + 0.5) / (l.chunks + 0.5)) AS idf, st.avgdl
+        FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector($5::regconfig, $4))) q
+        JOIN rag.lexemes l ON l.tenant = $1 AND l.lexeme = q.lexeme
+        CROSS JOIN stats st),
+    matching AS MATERIALIZED (
+        SELECT CASE WHEN $7 THEN websearch_to_tsquery($5::regconfig, $4)
+               ELSE (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM terms)
+               END AS query)"""
 
 
 def _keyword_leg(filters: str) -> str:
     return f"""
-    SELECT id, row_number() OVER (ORDER BY rank DESC, id) AS r FROM (
-        SELECT c.id, ts_rank(c.tsv, q.query, 1) AS rank
-        FROM rag.chunks c, (SELECT {_QUERY} AS query) q
-        WHERE c.tenant = $1 AND c.tsv @@ q.query AND ({filters})
-        ORDER BY rank DESC, c.id
+    SELECT id, row_number() OVER (ORDER BY score DESC, id) AS r FROM (
+        SELECT c.id, s.score
+        FROM rag.chunks c CROSS JOIN LATERAL (
+            SELECT sum(t.idf * f.tf * {K1 + 1}
+                       / (f.tf + {K1} * (1 - {B} + {B} * length(c.tsv) / t.avgdl))) AS score
+            FROM terms t CROSS JOIN LATERAL (SELECT ts_rank_cd(c.tsv, t.tq, 0) / 0.4 AS tf) f
+        ) s
+        WHERE c.tenant = $1 AND c.tsv @@ (SELECT query FROM matching) AND ({filters})
+        ORDER BY s.score DESC, c.id
         LIMIT $6
     ) matched"""  # noqa: S608
 
@@ -113,6 +134,7 @@ def search_statement(
     if vector:
         ctes.append(f"vec AS MATERIALIZED ({_vector_leg(v, filters)})")
     if keyword:
+        ctes.append(_TERMS.strip())
         ctes.append(f"kw AS MATERIALIZED ({_keyword_leg(filters)})")
     # Declares every parameter's type, whichever legs use it (an untyped unused parameter is
     # an error); a CTE nobody reads is not evaluated.

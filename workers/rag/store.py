@@ -57,6 +57,60 @@ async def _bump(conn: asyncpg.Connection, tenant: str) -> int:
     return version
 
 
+# The lexeme statistics of one document's stored chunks, added (sign 1) after its chunks were
+# inserted or removed (sign -1) before they are deleted; lexemes in sorted order, so concurrent
+# ingests of one tenant lock shared rows in one order.
+_DOCUMENT_LEXEMES = """
+    SELECT u.lexeme, count(*) AS n FROM rag.chunks c, unnest(c.tsv) u
+    WHERE c.tenant = $1 AND c.document_id = $2 GROUP BY u.lexeme ORDER BY u.lexeme
+"""
+
+
+async def _count_lexemes(
+    conn: asyncpg.Connection, tenant: str, document_id: str, sign: int
+) -> None:
+    if sign > 0:
+        await conn.execute(
+            "INSERT INTO rag.lexemes (tenant, lexeme, chunks)"  # noqa: S608
+            f" SELECT $1, lexeme, n FROM ({_DOCUMENT_LEXEMES}) d"
+            " ON CONFLICT (tenant, lexeme) DO UPDATE SET chunks = rag.lexemes.chunks"
+            " + EXCLUDED.chunks",
+            tenant,
+            document_id,
+        )
+    else:
+        await conn.execute(
+            "WITH d AS MATERIALIZED (" + _DOCUMENT_LEXEMES + "),"  # noqa: S608
+            " changed AS (UPDATE rag.lexemes l SET chunks = l.chunks - d.n FROM d"
+            " WHERE l.tenant = $1 AND l.lexeme = d.lexeme RETURNING l.lexeme, l.chunks)"
+            " DELETE FROM rag.lexemes l USING changed"
+            " WHERE l.tenant = $1 AND l.lexeme = changed.lexeme AND changed.chunks <= 0",
+            tenant,
+            document_id,
+        )
+    await conn.execute(
+        "INSERT INTO rag.corpora (tenant, version, chunks, lexemes)"
+        " SELECT $1, 0, $3 * count(*), $3 * coalesce(sum(length(tsv)), 0) FROM rag.chunks"
+        " WHERE tenant = $1 AND document_id = $2"
+        " ON CONFLICT (tenant) DO UPDATE SET chunks = rag.corpora.chunks + EXCLUDED.chunks,"
+        " lexemes = rag.corpora.lexemes + EXCLUDED.lexemes",
+        tenant,
+        document_id,
+        sign,
+    )
+
+
+async def _delete_chunks(conn: asyncpg.Connection, tenant: str, document_id: str) -> int:
+    await _count_lexemes(conn, tenant, document_id, -1)
+    deleted: int = await conn.fetchval(
+        "WITH gone AS (DELETE FROM rag.chunks WHERE tenant = $1 AND document_id = $2"
+        " RETURNING 1) SELECT count(*) FROM gone",
+        tenant,
+        document_id,
+    )
+    return deleted
+
+
 async def _insert_chunks(
     conn: asyncpg.Connection,
     tenant: str,
@@ -92,6 +146,7 @@ async def _insert_chunks(
             for c, vector in zip(embedded.chunks, embedded.vectors, strict=True)
         ],
     )
+    await _count_lexemes(conn, tenant, doc.id, 1)
 
 
 class RagStore:
@@ -222,11 +277,7 @@ class RagStore:
                 return None
             else:
                 version = current["version"]
-                await conn.execute(
-                    "DELETE FROM rag.chunks WHERE tenant = $1 AND document_id = $2",
-                    tenant,
-                    doc.id,
-                )
+                await _delete_chunks(conn, tenant, doc.id)
                 row = await self._set_ready(conn, tenant, doc, version, embedded)
             await _insert_chunks(conn, tenant, doc, version, embedded, self.ts_config)
             await _bump(conn, tenant)
@@ -247,11 +298,7 @@ class RagStore:
         async with self.pool.acquire() as conn, conn.transaction():
             version = expected_version + (1 if embedded is not None else 0)
             if embedded is not None:
-                await conn.execute(
-                    "DELETE FROM rag.chunks WHERE tenant = $1 AND document_id = $2",
-                    tenant,
-                    doc.id,
-                )
+                await _delete_chunks(conn, tenant, doc.id)
                 await _insert_chunks(conn, tenant, doc, version, embedded, self.ts_config)
                 row = await self._set_ready(
                     conn, tenant, doc, version, embedded, expected=expected_version
@@ -270,12 +317,7 @@ class RagStore:
     ) -> T | None:
         """Remove a document and its chunks; None if there was none."""
         async with self.pool.acquire() as conn, conn.transaction():
-            chunks = await conn.fetchval(
-                "WITH gone AS (DELETE FROM rag.chunks WHERE tenant = $1 AND document_id = $2"
-                " RETURNING 1) SELECT count(*) FROM gone",
-                tenant,
-                document_id,
-            )
+            chunks = await _delete_chunks(conn, tenant, document_id)
             version = await conn.fetchval(
                 "DELETE FROM rag.documents WHERE tenant = $1 AND id = $2 RETURNING version",
                 tenant,
@@ -409,6 +451,7 @@ class RagStore:
         )
         if row is None:
             raise VersionMoved(doc.id)
+        await _count_lexemes(conn, tenant, doc.id, -1)
         await conn.execute(
             "UPDATE rag.chunks SET source = $3, metadata = $4::jsonb,"
             " tsv = setweight(to_tsvector($5::regconfig, $6), 'A')"
@@ -421,4 +464,5 @@ class RagStore:
             self.ts_config,
             doc.title,
         )
+        await _count_lexemes(conn, tenant, doc.id, 1)
         return _document(row)

@@ -4,10 +4,22 @@ CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public;
 
 -- The tenant's corpus version: incremented by every write that changes what a search can
 -- return, in the write's transaction. Cached search and query results are keyed by it, so a
--- write invalidates them all at once without deleting anything.
+-- write invalidates them all at once without deleting anything. `chunks` and `lexemes` (the
+-- sum of the chunks' tsvector lengths) give the keyword leg N and the average chunk length.
 CREATE TABLE corpora (
     tenant  text   PRIMARY KEY,
-    version bigint NOT NULL
+    version bigint NOT NULL,
+    chunks  bigint NOT NULL DEFAULT 0,
+    lexemes bigint NOT NULL DEFAULT 0
+);
+
+-- Chunks of the tenant containing each lexeme (document frequency, for the keyword leg's
+-- BM25 idf), kept in the transactions that insert and delete chunks.
+CREATE TABLE lexemes (
+    tenant text   NOT NULL,
+    lexeme text   NOT NULL,
+    chunks bigint NOT NULL,
+    PRIMARY KEY (tenant, lexeme)
 );
 
 CREATE TABLE documents (
