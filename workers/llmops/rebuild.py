@@ -13,6 +13,8 @@ writers of operations wait for that recount.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import nats
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -32,8 +34,9 @@ from subjects import (
 )
 from subjects.streams import provision_streams
 from workers.llmops.batch import MAX_BATCH
-from workers.llmops.service import MIGRATIONS, operation_of
+from workers.llmops.service import MIGRATIONS
 from workers.llmops.store import SCHEMA, LlmopsStore, Operation
+from workers.llmops.validation import operation_of
 from workers.runtime.config import Settings
 from workers.runtime.postgres import create_pool, migrate
 
@@ -41,12 +44,9 @@ BATCH = MAX_BATCH
 err = Console(stderr=True)
 
 
-async def rebuild(settings: Settings, since: str, tenant: str | None) -> int:
+async def rebuild(settings: Settings, start: datetime, tenant: str | None) -> int:
     """Exit code: 0 done, 2 invalid arguments or configuration, 3 NATS unreachable."""
-    from workers.inspect import parse_time
-
     try:
-        start = parse_time(since)
         subject = filter_subject("evt", tenant, "gateway", "llm_operation")
     except (ValueError, ServiceError) as exc:
         err.print(f"[red]invalid argument:[/red] {exc}")
