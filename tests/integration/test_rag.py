@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.errors import Conflict, NotFound
+from schemas.v1.common_pb2 import PageRequest
 from schemas.v1.gateway_pb2 import EmbedRequest
 from schemas.v1.gateway_rpc import GatewayService
 from schemas.v1.rag_pb2 import (
@@ -28,7 +30,6 @@ from schemas.v1.rag_pb2 import (
 from schemas.v1.rag_rpc import RagService
 from tests.support.gateway import operations
 from tests.support.rag import CORPUS, RagDb, configure, create, events, running_rag
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.rag.answers import NO_ANSWER
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
@@ -93,7 +94,7 @@ async def test_a_document_is_chunked_embedded_and_found(
     assert reply.results[0].document_id == "postgres"
     top = reply.results[0]
     assert top.vector_rank >= 1
-    assert top.similarity > 0.3
+    assert top.similarity > 0.2
     assert top.text in CORPUS["postgres"]
     assert CORPUS["postgres"][top.start : top.end] == top.text
     words = await client.call_rpc(
@@ -214,7 +215,8 @@ async def test_recreating_the_same_document_embeds_nothing(
     first = await client.call_rpc(tenant, RagService.CreateDocument, request)
     embeds = len(await operations(nc, tenant))
     again = await client.call_rpc(tenant, RagService.CreateDocument, request)
-    assert first.created and not again.created
+    assert first.created
+    assert not again.created
     assert again.document.version == 1
     assert len(await operations(nc, tenant)) == embeds
     assert len(await events(nc, tenant, "document_ingested")) == 1
@@ -254,7 +256,9 @@ async def test_update_replaces_chunks_and_delete_removes_everything(
         DocumentIngestedEvent.FromString(b) for b in await events(nc, tenant, "document_ingested")
     ]
     assert [e.version for e in ingested] == [1, 2]
-    gone = [DocumentDeletedEvent.FromString(b) for b in await events(nc, tenant, "document_deleted")]
+    gone = [
+        DocumentDeletedEvent.FromString(b) for b in await events(nc, tenant, "document_deleted")
+    ]
     assert [(e.document_id, e.version) for e in gone] == [("d", 2)]
 
 
@@ -308,13 +312,13 @@ async def test_listing_pages_and_filters(client: Client, tenant: str) -> None:
     """Keyset pages of the tenant's documents, newest first, filtered by metadata."""
     await ingest_corpus(client, tenant)
     page = await client.call_rpc(
-        tenant, RagService.ListDocuments, ListDocumentsRequest(page={"page_size": 2})
+        tenant, RagService.ListDocuments, ListDocumentsRequest(page=PageRequest(page_size=2))
     )
     assert [d.document_id for d in page.documents] == ["valkey", "postgres"]
     rest = await client.call_rpc(
         tenant,
         RagService.ListDocuments,
-        ListDocumentsRequest(page={"page_size": 2, "page_token": page.page.next_page_token}),
+        ListDocumentsRequest(page=PageRequest(page_size=2, page_token=page.page.next_page_token)),
     )
     assert [d.document_id for d in rest.documents] == ["nats"]
     assert not rest.page.next_page_token

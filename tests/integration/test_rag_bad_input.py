@@ -15,11 +15,11 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from subjects import STREAM_EVENTS, event_subject
 from tests.support import wire
 from tests.support.rag import RagDb, configure, running_rag
 from tests.support.wire import assert_error
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.runtime.worker import Worker
 
 OPS = [

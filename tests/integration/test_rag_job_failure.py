@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.v1.rag_pb2 import Document, GetDocumentRequest, SearchRequest
 from schemas.v1.rag_rpc import RagService
 from tests.support.polling import eventually
 from tests.support.rag import configure, create, running_rag
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 
@@ -48,6 +48,7 @@ async def test_a_job_that_cannot_embed_fails_with_a_reason(nc: NATS, worker: Wor
         return got.document if got.document.status != "processing" else None
 
     doc = await eventually(settled, timeout=60, what="the job to fail")
+    assert doc is not None
     assert doc.status == "failed"
     assert "no-such-model" in doc.error
     assert doc.chunk_count == 0

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.codec import PROTOBUF_CODEC
 from schemas.v1.rag_pb2 import (
     CreateDocumentRequest,
@@ -22,7 +23,6 @@ from schemas.v1.rag_rpc import RagService
 from subjects import HEADER_CONTENT_TYPE, HEADER_MSG_ID, job_subject
 from tests.support.polling import eventually
 from tests.support.rag import RagDb, configure, create, events, running_rag
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 
@@ -68,7 +68,9 @@ async def ready(client: Client, tenant: str, document_id: str) -> Document:
         )
         return got.document if got.document.status != "processing" else None
 
-    return await eventually(probe, timeout=120, what=f"{document_id} ingested")
+    found = await eventually(probe, timeout=120, what=f"{document_id} ingested")
+    assert found is not None
+    return found
 
 
 async def test_a_large_document_is_ingested_by_a_job_with_progress(
@@ -112,7 +114,8 @@ async def test_a_job_published_twice_ingests_once(
     subject = job_subject(tenant, "rag", "create_document")
     first = await js.publish(subject, body, headers=headers)
     second = await js.publish(subject, body, headers=headers)
-    assert second.duplicate and not first.duplicate
+    assert second.duplicate
+    assert not first.duplicate
 
     async def stored() -> int:
         counts = await db.row_counts(tenant)

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from aifleet.embedded import EmbeddedPostgres
 from tests.support.rag import DIMS, RagDb, document, embedded, near, unit
-from workers.embedded import EmbeddedPostgres
 from workers.rag import search_sql
 from workers.rag.records import Hit
 from workers.rag.search_sql import VectorSql, ensure_vector_index
@@ -223,7 +223,9 @@ async def test_listing_pages_newest_first_with_filters(store: RagStore, tenant: 
     seen: list[str] = []
     after = None
     while True:
-        rows = await store.list_documents(tenant, source="", status="", filters={}, after=after, limit=3)
+        rows = await store.list_documents(
+            tenant, source="", status="", filters={}, after=after, limit=3
+        )
         seen += [r.id for r in rows]
         if len(rows) < 3:
             break

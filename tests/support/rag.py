@@ -13,7 +13,6 @@ from google.protobuf import json_format
 from nats.aio.client import Client as NATS
 
 from schemas.v1.rag_pb2 import CreateDocumentRequest
-
 from subjects import STREAM_EVENTS, event_subject
 from tests.support.database import ComponentDb
 from tests.support.fleet import running_worker

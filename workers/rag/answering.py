@@ -260,9 +260,10 @@ class Answerer:
                 )
             )
         seen: dict[str, Source] = {}
-        for r in results:
+        for result in results:
             source = seen.setdefault(
-                r.document_id, Source(document_id=r.document_id, title=r.title, source=r.source)
+                result.document_id,
+                Source(document_id=result.document_id, title=result.title, source=result.source),
             )
             source.chunks += 1
         reply.sources.extend(seen.values())

@@ -56,4 +56,5 @@ class Embedder:
             if progress is not None:
                 await progress(min(first + self.batch, len(texts)), len(texts))
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms == 0, 1.0, norms)
+        unit: Vectors = (out / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+        return unit

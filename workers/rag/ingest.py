@@ -31,9 +31,9 @@ from schemas.v1.rag_pb2 import (
 from schemas.v1.rag_rpc import RagService
 from subjects.events import RAG_DOCUMENT_INGESTED, RAG_DOCUMENT_PROGRESS
 from workers.rag.chunking import (
+    DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
-    DEFAULT_CHUNK_SIZE,
     Chunker,
     default_overlap,
 )

@@ -228,34 +228,35 @@ class Retriever:
         )
 
     def _rank(self, plan: Plan, hits: list[Hit]) -> list[tuple[Hit, float]]:
-        by_id = {h.id: h for h in hits}
-        legs: dict[str, list[int]] = {}
+        """Fuse the legs' rankings. With `distinct`, each leg ranks documents (by their best
+        chunk in it) and the fused document is shown by its best chunk of either leg."""
+        by_key: dict[Any, Hit] = {}
+        legs: dict[str, list[Any]] = {}
         for leg, rank_of in (("vector", _vector_rank), ("keyword", _keyword_rank)):
             if (leg == "vector" and plan.mode == "keyword") or (
                 leg == "keyword" and plan.mode == "vector"
             ):
                 continue
-            found = sorted((h for h in hits if rank_of(h)), key=rank_of)
-            if plan.distinct:  # a document's best chunk in this leg stands for it
-                best: dict[str, Hit] = {}
-                for h in found:
-                    best.setdefault(h.document_id, h)
-                found = list(best.values())
-            legs[leg] = [h.id for h in found]
+            ranking: list[Any] = []
+            for h in sorted((h for h in hits if rank_of(h)), key=rank_of):
+                key = h.document_id if plan.distinct else h.id
+                if plan.distinct and key in ranking:
+                    continue
+                ranking.append(key)
+                best = by_key.get(key)
+                if best is None or rank_of(h) < min(
+                    r for r in (_vector_rank(best), _keyword_rank(best)) if r
+                ):
+                    by_key[key] = h
+            legs[leg] = ranking
         weights = {"vector": 1.0, "keyword": self.settings.keyword_weight}
         fused = reciprocal_rank_fusion(legs, k=self.settings.rrf_k, weights=weights)
-        if plan.distinct:
-            seen: set[str] = set()
-            fused = [
-                f
-                for f in fused
-                if by_id[f.key].document_id not in seen and not seen.add(by_id[f.key].document_id)
-            ]
         if plan.mode == "vector":
-            return [(by_id[f.key], by_id[f.key].similarity or 0.0) for f in fused]
+            return [(by_key[f.key], by_key[f.key].similarity or 0.0) for f in fused]
         if plan.mode == "keyword":  # the leg's own term, whatever the weight
-            return [(by_id[f.key], 1.0 / (self.settings.rrf_k + f.ranks["keyword"])) for f in fused]
-        return [(by_id[f.key], f.score) for f in fused]
+            k = self.settings.rrf_k
+            return [(by_key[f.key], 1.0 / (k + f.ranks["keyword"])) for f in fused]
+        return [(by_key[f.key], f.score) for f in fused]
 
 
 def _vector_rank(hit: Hit) -> int:

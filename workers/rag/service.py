@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -50,10 +51,12 @@ from workers.runtime import validation as check
 from workers.runtime.component import Component
 from workers.runtime.config import ConfigurationError, load_settings
 from workers.runtime.context import Context
+from workers.runtime.logs import get_logger
 from workers.runtime.postgres import migrate
 from workers.runtime.resources import Resources
 
 STATUSES = ("processing", "ready", "failed")
+log = get_logger(component="rag")
 
 
 class RagService:
@@ -101,7 +104,13 @@ class RagService:
         filters = check.struct(req.metadata_filters, "metadata_filters", max_bytes=16 * 1024)
         compile_filters(filters, column="metadata", first_param=1)  # a bad filter is a 400 now
         page = paging.start(
-            ctx.tenant, req.page, query={"source": source, "status": status, "filters": filters}
+            ctx.tenant,
+            req.page,
+            query={
+                "source": source,
+                "status": status,
+                "filters": json.dumps(filters, sort_keys=True),
+            },
         )
         after = page.after
         rows = await self.store.list_documents(
@@ -147,7 +156,7 @@ async def start(resources: Resources) -> AsyncIterator[RagService]:
             f" {settings.text_search_config!r}"
         )
     if not await ensure_vector_index(pool, VectorSql(settings.embedding_dimensions)):
-        resources.log.warning(
+        log.warning(
             "no pgvector index for this many dimensions: vector search is exact",
             dimensions=settings.embedding_dimensions,
         )

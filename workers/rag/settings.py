@@ -33,7 +33,7 @@ class RagSettings(BaseSettings):
     text_search_config: str = Field("english", pattern=r"^[a-z_]{1,63}$")
     candidates: int = Field(50, ge=1, le=1000, description="rows per leg before fusion")
     rrf_k: int = Field(60, ge=0, le=10_000)
-    keyword_weight: float = Field(0.7, ge=0.0, le=10.0, description="RRF weight of the keyword leg")
+    keyword_weight: float = Field(0.5, ge=0.0, le=10.0, description="RRF weight of the keyword leg")
     hnsw_ef_search: int = Field(100, ge=1, le=1000)
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0)
     # Results cache (through the cache component); 0 turns it off.
