@@ -65,6 +65,8 @@ class DocumentChanges:
             check.text(source, "source", max_chars=MAX_TEXT_FIELD, multiline=False)
         content = self.ingest.check_content(req.content) if req.HasField("content") else None
         metadata = self.ingest.check_metadata(req.metadata) if req.HasField("metadata") else None
+        if req.HasField("chunk_size"):  # its range needs no stored row
+            chunking(req.chunk_size, req.chunk_overlap if req.HasField("chunk_overlap") else None)
         row = await self._existing(ctx, req.document_id)
         if row.status == "processing":
             raise Conflict(

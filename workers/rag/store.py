@@ -317,14 +317,17 @@ class RagStore:
     ) -> T | None:
         """Remove a document and its chunks; None if there was none."""
         async with self.pool.acquire() as conn, conn.transaction():
-            chunks = await _delete_chunks(conn, tenant, document_id)
             version = await conn.fetchval(
-                "DELETE FROM rag.documents WHERE tenant = $1 AND id = $2 RETURNING version",
+                "SELECT version FROM rag.documents WHERE tenant = $1 AND id = $2 FOR UPDATE",
                 tenant,
                 document_id,
             )
             if version is None:
                 return None
+            chunks = await _delete_chunks(conn, tenant, document_id)
+            await conn.execute(
+                "DELETE FROM rag.documents WHERE tenant = $1 AND id = $2", tenant, document_id
+            )
             await _bump(conn, tenant)
             return await stage(conn, int(version), int(chunks))
 
