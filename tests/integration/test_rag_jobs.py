@@ -17,12 +17,13 @@ from schemas.v1.rag_pb2 import (
     Document,
     DocumentProgressEvent,
     GetDocumentRequest,
+    ReembedRequest,
     SearchRequest,
 )
 from schemas.v1.rag_rpc import RagService
 from subjects import HEADER_CONTENT_TYPE, HEADER_MSG_ID, job_subject
 from tests.support.polling import eventually
-from tests.support.rag import RagDb, configure, create, events, running_rag
+from tests.support.rag import CORPUS, RagDb, configure, create, events, running_rag
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 
@@ -129,3 +130,29 @@ async def test_a_job_published_twice_ingests_once(
     assert doc.status == "ready"
     assert (await db.row_counts(tenant))["chunks"] == doc.chunk_count
     assert len(await events(nc, tenant, "document_ingested")) == 1
+
+
+async def test_reembed_job_brings_every_document_to_the_configured_model(
+    client: Client, db: RagDb, tenant: str
+) -> None:
+    """Chunks of another model are invisible to the vector leg; the reembed job re-embeds
+    those documents (new version) and they are found again."""
+    for doc_id, content in CORPUS.items():
+        await client.call_rpc(tenant, RagService.CreateDocument, create(doc_id, content))
+    await db.pool.execute(
+        "UPDATE rag.chunks SET embedding_model = 'old-model' WHERE tenant = $1", tenant
+    )
+    vector = SearchRequest(query_text="relational database", mode="vector", skip_cache=True)
+    assert list((await client.call_rpc(tenant, RagService.Search, vector)).results) == []
+    queued = await client.call_rpc(tenant, RagService.Reembed, ReembedRequest())
+    assert queued.documents_stale == 3
+    assert queued.job_id
+
+    async def fresh() -> bool:
+        again = await client.call_rpc(tenant, RagService.Reembed, ReembedRequest())
+        return again.documents_stale == 0
+
+    assert await eventually(fresh, timeout=120, what="every document re-embedded")
+    found = await client.call_rpc(tenant, RagService.Search, vector)
+    assert found.results[0].document_id == "postgres"
+    assert found.results[0].version == 2
