@@ -54,7 +54,8 @@ class Collection:
 
 def load(directory: Path) -> Collection:
     documents = {
-        r.id: (r.fields.get("T", ""), r.fields.get("W", "")) for r in records(directory / "CISI.ALL")
+        r.id: (r.fields.get("T", ""), r.fields.get("W", ""))
+        for r in records(directory / "CISI.ALL")
     }
     relevant: dict[str, set[str]] = {}
     for line in (directory / "CISI.REL").read_text().splitlines():
