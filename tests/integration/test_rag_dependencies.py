@@ -4,7 +4,8 @@ and nothing written; no cache component means no caching, not an error."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -39,14 +40,14 @@ async def test_without_the_gateway_writes_are_503_retryable_and_change_nothing(
     """create, search and query need embeddings: 503 retryable, no row; the worker lives."""
     tenant = "n" + uuid.uuid4().hex[:12]
     client = Client(nc, timeout=10.0)
-    calls = [
-        lambda: client.call_rpc(tenant, RagService.CreateDocument, create("d", "Text to embed.")),
-        lambda: client.call_rpc(tenant, RagService.Search, SearchRequest(query_text="text")),
-        lambda: client.call_rpc(tenant, RagService.Query, QueryRequest(query="text?")),
+    calls: list[Awaitable[Any]] = [
+        client.call_rpc(tenant, RagService.CreateDocument, create("d", "Text to embed.")),
+        client.call_rpc(tenant, RagService.Search, SearchRequest(query_text="text")),
+        client.call_rpc(tenant, RagService.Query, QueryRequest(query="text?")),
     ]
     for call in calls:
         with pytest.raises(ServiceError) as raised:
-            await call()
+            await call
         assert raised.value.status == 503
         assert raised.value.retryable
     assert await db.row_counts(tenant) == {"documents": 0, "chunks": 0, "corpora": 0, "lexemes": 0}
