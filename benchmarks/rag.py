@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -240,9 +241,17 @@ def main(argv: list[str] | None = None) -> None:
         run_async(serve(args.nats_url, args.database_url, args.redis_url))
         return
 
+    collection = cisi.load(args.dataset)
+    result = with_fleet(lambda nats_url, dsn: measure(nats_url, dsn, collection, args))
+    write_report(RESULTS, "benchmarks.rag", result)
+
+
+def with_fleet(
+    measure: Callable[[str, str], Coroutine[Any, Any, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Embedded NATS, PostgreSQL and Valkey, the worker process, then `measure(nats, dsn)`."""
     from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 
-    collection = cisi.load(args.dataset)
     with tempfile.TemporaryDirectory(prefix="aifleet-bench-rag-") as tmp:
         servers: list[Any] = [
             EmbeddedNats(Path(tmp) / "nats", config=REPO / "nats-server.conf"),
@@ -254,14 +263,17 @@ def main(argv: list[str] | None = None) -> None:
         nats_url, dsn = servers[0].url, servers[1].dsn
         worker = start_worker(nats_url, dsn, servers[2].url)
         try:
-            result = run_async(measure(nats_url, dsn, collection, args))
+            return run_async(measure(nats_url, dsn))
         finally:
             worker.terminate()
             worker.wait(30)
             for server in reversed(servers):
                 server.stop()
+
+
+def write_report(path: Path, module: str, result: dict[str, Any]) -> None:
     report = {
-        "command": "python -m benchmarks.rag " + " ".join(sys.argv[1:]),
+        "command": f"python -m {module} " + " ".join(sys.argv[1:]),
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
@@ -269,8 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         },
         **result,
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

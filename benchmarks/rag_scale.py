@@ -22,11 +22,7 @@ with index scans disabled (exact), with the tenant filter, mean |top10 ∩ exact
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import cisi
-from benchmarks.common import run_async
-from benchmarks.rag import DATASET, REPO, start_worker
+from benchmarks.rag import DATASET, with_fleet, write_report
 from workers.rag.citations import split_sentences
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rag_scale.json"
@@ -207,7 +202,6 @@ async def measure(nats_url: str, dsn: str, args: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", type=Path, default=DATASET, help="the CISI directory")
@@ -215,37 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--other-chunks", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args(argv)
-    from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
-
-    with tempfile.TemporaryDirectory(prefix="aifleet-bench-rag-scale-") as tmp:
-        servers: list[Any] = [
-            EmbeddedNats(Path(tmp) / "nats", config=REPO / "nats-server.conf"),
-            EmbeddedPostgres(Path(tmp) / "pg"),
-            EmbeddedValkey(Path(tmp) / "valkey"),
-        ]
-        for server in servers:
-            server.start()
-        nats_url, dsn = servers[0].url, servers[1].dsn
-        worker = start_worker(nats_url, dsn, servers[2].url)
-        try:
-            result = run_async(measure(nats_url, dsn, args))
-        finally:
-            worker.terminate()
-            worker.wait(30)
-            for server in reversed(servers):
-                server.stop()
-    report = {
-        "command": "python -m benchmarks.rag_scale " + " ".join(sys.argv[1:]),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load": os.getloadavg(),
-        },
-        **result,
-    }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    result = with_fleet(lambda nats_url, dsn: measure(nats_url, dsn, args))
+    write_report(RESULTS, "benchmarks.rag_scale", result)
 
 
 if __name__ == "__main__":

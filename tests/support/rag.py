@@ -13,8 +13,9 @@ from google.protobuf import json_format
 from nats.aio.client import Client as NATS
 
 from schemas.v1.rag_pb2 import CreateDocumentRequest
-from subjects import STREAM_EVENTS, event_subject
+from subjects.events import event_name
 from tests.support.database import ComponentDb
+from tests.support.events import stored_events
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
 from workers.gateway import service as gateway
@@ -22,7 +23,6 @@ from workers.rag import service as rag
 from workers.rag.chunking import Chunk
 from workers.rag.records import EmbeddedChunks, NewDocument
 from workers.rag.store import MIGRATIONS, SCHEMA
-from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 
 DIMS = 384
@@ -88,17 +88,7 @@ def embedded(
 
 async def events(nc: NATS, tenant: str, event: str) -> list[bytes]:
     """Bodies of every `evt.rag.<event>` of the tenant in AI_EVENTS, oldest first."""
-    js = nc.jetstream()
-    subject = event_subject(tenant, "rag", event)
-    info = await js.stream_info(STREAM_EVENTS, subjects_filter=subject)
-    count = (info.state.subjects or {}).get(subject, 0)
-    if not count:
-        return []
-    sub = await js.subscribe(subject, ordered_consumer=True)
-    try:
-        return [(await sub.next_msg(timeout=2.0)).data for _ in range(count)]
-    finally:
-        await sub.unsubscribe()
+    return [m.data for m in await stored_events(nc, tenant, event_name("rag", event))]
 
 
 @asynccontextmanager
@@ -128,10 +118,6 @@ def create(doc_id: str, content: str, **fields: Any) -> CreateDocumentRequest:
         {"document_id": doc_id, "title": fields.pop("title", doc_id), "content": content, **fields},
         CreateDocumentRequest(),
     )
-
-
-async def call(client: Client, tenant: str, method: Any, request: Any) -> Any:
-    return await client.call_rpc(tenant, method, request)
 
 
 CORPUS = {
