@@ -53,8 +53,9 @@ class Collection:
 
 
 def load(directory: Path) -> Collection:
+    # Whitespace runs (a few titles hold tabs) become one space.
     documents = {
-        r.id: (r.fields.get("T", ""), r.fields.get("W", ""))
+        r.id: (" ".join(r.fields.get("T", "").split()), r.fields.get("W", ""))
         for r in records(directory / "CISI.ALL")
     }
     relevant: dict[str, set[str]] = {}
