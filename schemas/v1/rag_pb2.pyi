@@ -463,7 +463,7 @@ class SearchRequest(_message.Message):
     """1 to 100; 0 means the default (10)."""
     threshold: _builtins.float
     """Keep only chunks whose cosine similarity to the query (-1 to 1) is at least this; the
-    offline MiniLM model gives related passages ~0.3-0.6, unrelated ones ~0-0.15.
+    offline MiniLM model gives related passages ~0.25-0.6, unrelated ones ~0-0.15.
     """
     mode: _builtins.str
     """hybrid (default), vector or keyword."""
