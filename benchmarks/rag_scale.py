@@ -4,8 +4,8 @@ SQL run directly; and the HNSW leg's recall@10 against exact search on the same 
     python -m benchmarks.rag_scale                       # ~10-15 min on 2 busy cores
     python -m benchmarks.rag_scale --chunks 100000 --other-chunks 10000 --queries 200
 
-Data: CISI's abstracts split into sentences (~9k distinct texts), embedded once through
-gateway.embed; chunk i of a tenant is text i mod n with that text's vector plus Gaussian noise
+Data: CISI's titles and abstract sentences (the first `--texts`, default 2,000, of ~9k),
+embedded once through gateway.embed; chunk i of a tenant is text i mod n with that text's vector plus Gaussian noise
 (sigma 0.02 per dimension, cosine ~0.93 to the original), normalised, so neighbourhoods are
 those of real MiniLM vectors. The measured tenant holds `--chunks`, nine others
 `--other-chunks` each. Rows are bulk-loaded (COPY) and the HNSW index built afterwards.
@@ -114,7 +114,7 @@ async def measure(nats_url: str, dsn: str, args: Any) -> dict[str, Any]:
     from workers.runtime.client import Client
 
     collection = cisi.load(args.dataset)
-    texts = texts_of(collection)
+    texts = texts_of(collection)[: args.texts]
     nc = await nats.connect(nats_url)
     client = Client(nc, timeout=300.0)
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--other-chunks", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--texts", type=int, default=2000, help="distinct texts embedded")
     args = parser.parse_args(argv)
     result = with_fleet(lambda nats_url, dsn: measure(nats_url, dsn, args))
     write_report(RESULTS, "benchmarks.rag_scale", result)
