@@ -7,8 +7,9 @@ SQL run directly; and the HNSW leg's recall@10 against exact search on the same 
 Data: CISI's titles and abstract sentences (the first `--texts`, default 2,000, of ~9k),
 embedded once through gateway.embed; chunk i of a tenant is text i mod n with that text's
 vector plus Gaussian noise (sigma 0.02 per dimension, cosine ~0.93 to the original),
-normalised, so neighbourhoods are those of real MiniLM vectors. The measured tenant holds `--chunks`, nine others
-`--other-chunks` each. Rows are bulk-loaded (COPY) and the HNSW index built afterwards.
+normalised, so neighbourhoods are those of real MiniLM vectors. The measured tenant holds
+`--chunks`, nine others `--other-chunks` each. Rows are bulk-loaded (COPY) and the HNSW
+index built afterwards.
 
 Per query (CISI's queries and sentences, `--queries` of them, one at a time after a warm-up):
 - over NATS: `rag.search` (hybrid, top_k 10, skip_cache) — the worker embeds the query through
