@@ -34,7 +34,7 @@ OPS = [
 ]
 FORMATS = ["json", "msgpack", "protobuf"]
 EMPTY = {"documents": 0, "chunks": 0, "corpora": 0, "lexemes": 0}
-LIMIT = 64 * 1024
+LIMIT = 16 * 1024
 
 VALID: dict[str, dict[str, Any]] = {
     "create_document": {"document_id": "d", "title": "t", "content": "Some text."},
@@ -165,7 +165,7 @@ def encode(fmt: str, op: str, body: Any) -> bytes:
 
 
 async def send(nc: NATS, tenant: str, op: str, fmt: str, data: bytes) -> Msg:
-    return await wire.send(nc, tenant, "rag", op, fmt, data, timeout=20)
+    return await wire.send(nc, tenant, "rag", op, fmt, data, timeout=60)
 
 
 async def event_count(nc: NATS, tenant: str) -> int:

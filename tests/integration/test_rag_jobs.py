@@ -59,7 +59,7 @@ def tenant() -> str:
 
 @pytest.fixture
 def client(nc: NATS, worker: Worker) -> Client:
-    return Client(nc, timeout=30.0)
+    return Client(nc, timeout=60.0)
 
 
 async def ready(client: Client, tenant: str, document_id: str) -> Document:
