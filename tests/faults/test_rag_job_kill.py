@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -19,9 +20,9 @@ from schemas.v1.rag_pb2 import GetDocumentRequest
 from schemas.v1.rag_rpc import RagService
 from subjects import STREAM_DLQ, STREAM_JOBS, dlq_subject, job_consumer
 from tests.conftest import NatsFactory
-from tests.faults.conftest import Spawn
 from tests.support.polling import eventually
 from tests.support.rag import RagDb, create, events
+from tests.support.run_worker import WorkerProcess
 from workers.runtime.client import Client
 
 pytestmark = pytest.mark.faults
@@ -49,12 +50,24 @@ async def db(postgres: EmbeddedPostgres) -> AsyncIterator[RagDb]:
         yield found
 
 
+@pytest.fixture
+async def workers() -> AsyncIterator[list[WorkerProcess]]:
+    """Worker processes of the test, killed and reaped at its end."""
+    started: list[WorkerProcess] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            await proc.close()
+
+
 async def test_a_killed_ingestion_job_is_redelivered_and_takes_effect_once(
     nc: tuple[EmbeddedNats, NATS],
     postgres: EmbeddedPostgres,
     valkey: EmbeddedValkey,
     db: RagDb,
-    spawn_worker: Spawn,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
 ) -> None:
     """Killed after some chunks were embedded: the next worker ingests the document once."""
     server, conn = nc
@@ -70,8 +83,16 @@ async def test_a_killed_ingestion_job_is_redelivered_and_takes_effect_once(
         "AIFLEET_RAG_CHUNK_MAX_TOKENS": "32",
     }
     tenant = "k" + uuid.uuid4().hex[:12]
+
+    async def start(modules: list[str], env: dict[str, str], log: Path) -> WorkerProcess:
+        # The gateway imports litellm at start: on a loaded machine that takes more than the
+        # spawn fixture's 30 s.
+        proc = WorkerProcess(modules, env, log)
+        workers.append(proc)
+        return await proc.start(timeout=120)
+
     client = Client(conn, timeout=60.0)
-    first = await spawn_worker(MODULES, env)
+    first = await start(MODULES, env, tmp_path / "first.log")
     reply = await client.call_rpc(tenant, RagService.CreateDocument, create("big", LARGE))
     assert reply.document.status == "processing"
 
@@ -86,7 +107,7 @@ async def test_a_killed_ingestion_job_is_redelivered_and_takes_effect_once(
     assert await first.wait(timeout=10) == -9
     assert (await db.row_counts(tenant))["chunks"] == 0  # nothing committed yet
 
-    await spawn_worker(MODULES, env)
+    await start(MODULES, env, tmp_path / "second.log")
 
     async def ready() -> bool:
         got = await client.call_rpc(

@@ -86,10 +86,14 @@ async def test_a_large_document_is_ingested_by_a_job_with_progress(
     assert doc.status == "ready"
     assert doc.chunk_count > 10
     assert doc.chunks_embedded == doc.chunk_count
-    progress = [
-        DocumentProgressEvent.FromString(b) for b in await events(nc, tenant, "document_progress")
-    ]
-    assert progress[-1].status == "ready"
+
+    async def final_progress() -> list[DocumentProgressEvent]:
+        """The progress events, once the last (sent after the commit) is stored."""
+        stored = await events(nc, tenant, "document_progress")
+        found = [DocumentProgressEvent.FromString(b) for b in stored]
+        return found if found and found[-1].status == "ready" else []
+
+    progress = await eventually(final_progress, timeout=30, what="the ready progress event")
     counts = [p.chunks_embedded for p in progress if p.status == "processing"]
     assert counts == sorted(counts)
     assert counts[-1] == doc.chunk_count
