@@ -287,6 +287,27 @@ def agent_task(
     raise typer.Exit(run(task(settings(), agent_id, task_id, tenant, user, watch)))
 
 
+rag_app = typer.Typer(help="The RAG component's commands.")
+app.add_typer(rag_app, name="rag")
+
+
+@rag_app.command("ingest")
+def rag_ingest(
+    path: Annotated[Path, typer.Argument(help="a text or Markdown file (UTF-8)")],
+    tenant: Annotated[
+        str, typer.Option(help="tenant token (the subject's tenant)")
+    ] = os.environ.get("AIFLEET_TENANT", "default"),
+    document_id: Annotated[str, typer.Option("--id", help="document id; default: new")] = "",
+    title: Annotated[str, typer.Option(help="default: the file name")] = "",
+    source: Annotated[str, typer.Option(help="default: the path")] = "",
+) -> None:
+    """Ingest a file with rag.create_document; a large one shows the job's progress."""
+    from aifleet.ingest import ingest_file
+
+    configure_logging("WARNING", "console")
+    raise typer.Exit(run(ingest_file(settings(), path, tenant, document_id, title, source)))
+
+
 def main() -> None:
     app()
 

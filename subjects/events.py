@@ -44,3 +44,7 @@ ML_MODEL_DELETED = event_name("ml", "model_deleted")
 PROMPT_TEMPLATE_CREATED = event_name("prompt", "template_created")
 PROMPT_LABEL_MOVED = event_name("prompt", "label_moved")
 PROMPT_TEMPLATE_DELETED = event_name("prompt", "template_deleted")
+
+RAG_DOCUMENT_INGESTED = event_name("rag", "document_ingested")
+RAG_DOCUMENT_DELETED = event_name("rag", "document_deleted")
+RAG_DOCUMENT_PROGRESS = event_name("rag", "document_progress")

@@ -1,0 +1,219 @@
+"""rag.search at scale: 100k chunks of one tenant among 10 tenants, over NATS against the same
+SQL run directly; and the HNSW leg's recall@10 against exact search on the same data.
+
+    python -m benchmarks.rag_scale                       # ~10-15 min on 2 busy cores
+    python -m benchmarks.rag_scale --chunks 100000 --other-chunks 10000 --queries 200
+
+Data: CISI's titles and abstract sentences (the first `--texts`, default 2,000, of ~9k),
+embedded once through gateway.embed; chunk i of a tenant is text i mod n with that text's
+vector plus Gaussian noise (sigma 0.02 per dimension, cosine ~0.93 to the original),
+normalised, so neighbourhoods are those of real MiniLM vectors. The measured tenant holds
+`--chunks`, nine others `--other-chunks` each. Rows are bulk-loaded (COPY) and the HNSW
+index built afterwards.
+
+Per query (CISI's queries and sentences, `--queries` of them, one at a time after a warm-up):
+- over NATS: `rag.search` (hybrid, top_k 10, skip_cache) — the worker embeds the query through
+  the gateway, runs the statement, fuses;
+- direct: `gateway.embed` of the query over NATS, then the same statement (search_sql) from an
+  asyncpg pool in this process: what the component adds is the difference.
+Recall: the vector leg alone (LIMIT 10, iterative scan, ef_search 100) against the same query
+with index scans disabled (exact), with the tenant filter, mean |top10 ∩ exact10| / 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import cisi
+from benchmarks.rag import DATASET, with_fleet, write_report
+from workers.rag.citations import split_sentences
+
+RESULTS = Path(__file__).resolve().parent / "results" / "rag_scale.json"
+TENANT = "scale"
+DIMS = 384
+
+
+def texts_of(collection: cisi.Collection) -> list[str]:
+    seen: dict[str, None] = {}
+    for title, text in collection.documents.values():
+        for s in split_sentences(text):
+            if len(s.text) > 30:
+                seen.setdefault(s.text, None)
+        if title:
+            seen.setdefault(title, None)
+    return list(seen)
+
+
+async def load(pool: Any, tenant: str, texts: list[str], base: np.ndarray, count: int) -> None:
+    rng = np.random.default_rng(abs(hash(tenant)) % 2**32)
+    docs = (count + 9) // 10
+    await pool.executemany(
+        "INSERT INTO rag.documents (tenant, id, title, content, content_hash, status,"
+        " chunk_size, chunk_overlap, chunk_count, embedding_model, embedding_dims)"
+        " VALUES ($1, $2, $2, '', '', 'ready', 1000, 200, 10, 'all-minilm-l6-v2', 384)",
+        [(tenant, f"d{d}") for d in range(docs)],
+    )
+    step = 20_000
+    for first in range(0, count, step):
+        rows = []
+        for i in range(first, min(first + step, count)):
+            j = i % len(texts)
+            v = base[j] + rng.normal(0, 0.02, DIMS).astype(np.float32)
+            v /= np.linalg.norm(v)
+            rows.append((tenant, f"d{i // 10}", i % 10, texts[j], v.tolist()))
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS stage (tenant text, document_id text,"
+                " ordinal int, text text, embedding float4[]); TRUNCATE stage"
+            )
+            await conn.copy_records_to_table("stage", records=rows)
+            await conn.execute(
+                "INSERT INTO rag.chunks (tenant, document_id, ordinal, version, text, start_char,"
+                " end_char, tokens, source, metadata, embedding, embedding_model, embedding_dims,"
+                " tsv) SELECT tenant, document_id, ordinal, 1, text, 0, length(text), 0, '',"
+                " '{}', embedding::public.vector, 'all-minilm-l6-v2', 384,"
+                " setweight(to_tsvector('english', document_id), 'A')"
+                " || setweight(to_tsvector('english', text), 'B') FROM stage"
+            )
+    await pool.execute(
+        "INSERT INTO rag.lexemes (tenant, lexeme, chunks) SELECT $1, u.lexeme, count(*)"
+        " FROM rag.chunks c, unnest(c.tsv) u WHERE c.tenant = $1 GROUP BY u.lexeme",
+        tenant,
+    )
+    await pool.execute(
+        "INSERT INTO rag.corpora (tenant, version, chunks, lexemes) SELECT $1, 1, count(*),"
+        " sum(length(tsv)) FROM rag.chunks WHERE tenant = $1",
+        tenant,
+    )
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in seconds)
+    return {
+        "p50_ms": round(statistics.median(ms), 2),
+        "p95_ms": round(ms[int(len(ms) * 0.95) - 1], 2),
+        "n": len(ms),
+    }
+
+
+async def measure(nats_url: str, dsn: str, args: Any) -> dict[str, Any]:
+    import asyncpg
+    import nats
+
+    from schemas.v1.gateway_pb2 import EmbedRequest
+    from schemas.v1.gateway_rpc import GatewayService
+    from schemas.v1.rag_pb2 import SearchRequest
+    from schemas.v1.rag_rpc import RagService
+    from workers.rag import search_sql
+    from workers.rag.search_sql import VectorSql
+    from workers.runtime.client import Client
+
+    collection = cisi.load(args.dataset)
+    texts = texts_of(collection)[: args.texts]
+    nc = await nats.connect(nats_url)
+    client = Client(nc, timeout=300.0)
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
+    v = VectorSql(DIMS)
+    vectors: list[list[float]] = []
+    for i in range(0, len(texts), 64):
+        reply = await client.call_rpc(
+            TENANT, GatewayService.Embed, EmbedRequest(texts=texts[i : i + 64])
+        )
+        vectors += [list(e.values) for e in reply.embeddings]
+    base = np.asarray(vectors, dtype=np.float32)
+    started = time.perf_counter()
+    await pool.execute(f"DROP INDEX IF EXISTS rag.{v.index_name}")
+    await load(pool, TENANT, texts, base, args.chunks)
+    for t in range(9):
+        await load(pool, f"other{t}", texts, base, args.other_chunks)
+    loaded = time.perf_counter() - started
+    started = time.perf_counter()
+    async with pool.acquire() as conn:  # what ensure_vector_index runs, with room to build
+        await conn.execute("SET maintenance_work_mem = '1GB'")
+        await conn.execute(v.index_ddl().replace(" CONCURRENTLY", ""))
+    built = time.perf_counter() - started
+    await pool.execute("ANALYZE rag.chunks")
+
+    queries = (list(collection.queries.values()) + texts[::37])[: args.queries]
+    nats_times: list[float] = []
+    direct_times: list[float] = []
+    for round_ in range(2):  # the first round warms caches and is not counted
+        for q in queries:
+            started = time.perf_counter()
+            await client.call_rpc(
+                TENANT, RagService.Search, SearchRequest(query_text=q, top_k=10, skip_cache=True)
+            )
+            if round_:
+                nats_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            reply = await client.call_rpc(TENANT, GatewayService.Embed, EmbedRequest(texts=[q]))
+            await search_sql.search(
+                pool, TENANT, "english", vector_sql=v, model="all-minilm-l6-v2",
+                query_vector=list(reply.embeddings[0].values), query_text=q, as_written=False,
+                candidates=50, filters={}, vector_leg=True, keyword_leg=True, embeddings=False,
+                ef_search=100,
+            )  # fmt: skip
+            if round_:
+                direct_times.append(time.perf_counter() - started)
+
+    statement = search_sql.search_statement(
+        v, vector=True, keyword=False, filters="TRUE", embeddings=False
+    )
+    overlap = []
+    for q in queries[:100]:
+        reply = await client.call_rpc(TENANT, GatewayService.Embed, EmbedRequest(texts=[q]))
+        params = (
+            TENANT,
+            "all-minilm-l6-v2",
+            list(reply.embeddings[0].values),
+            "",
+            "english",
+            10,
+            False,
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = 100"
+            )
+            approx = {r["id"] for r in await conn.fetch(statement, *params)}
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off"
+            )
+            exact = {r["id"] for r in await conn.fetch(statement, *params)}
+        overlap.append(len(approx & exact) / max(1, len(exact)))
+    over_nats, direct = percentiles(nats_times), percentiles(direct_times)
+    await pool.close()
+    await nc.close()
+    return {
+        "chunks": {"tenant": args.chunks, "others": 9 * args.other_chunks},
+        "load_s": round(loaded, 1),
+        "hnsw_build_s": round(built, 1),
+        "rag.search over NATS": over_nats,
+        "embed + same SQL, direct": direct,
+        "added_p50_ms": round(over_nats["p50_ms"] - direct["p50_ms"], 2),
+        "hnsw_recall@10": round(float(np.mean(overlap)), 4),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", type=Path, default=DATASET, help="the CISI directory")
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--other-chunks", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--texts", type=int, default=2000, help="distinct texts embedded")
+    args = parser.parse_args(argv)
+    result = with_fleet(lambda nats_url, dsn: measure(nats_url, dsn, args))
+    write_report(RESULTS, "benchmarks.rag_scale", result)
+
+
+if __name__ == "__main__":
+    main()

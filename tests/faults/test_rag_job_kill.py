@@ -1,0 +1,129 @@
+"""kill -9 of the RAG worker in the middle of an ingestion job: the job is redelivered to the
+next worker and takes effect once (one set of chunks, one ingested event, nothing dead-lettered).
+
+The workers are real processes (rag, gateway offline and cache in one, as `aifleet up` runs
+them) killed with SIGKILL after the job reported progress.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
+from schemas.v1.rag_pb2 import GetDocumentRequest
+from schemas.v1.rag_rpc import RagService
+from subjects import STREAM_DLQ, STREAM_JOBS, dlq_subject, job_consumer
+from tests.conftest import NatsFactory
+from tests.support.polling import eventually
+from tests.support.rag import RagDb, create, events
+from tests.support.run_worker import WorkerProcess
+from workers.runtime.client import Client
+
+pytestmark = pytest.mark.faults
+
+MODULES = ["workers.rag.service", "workers.gateway.service", "workers.cache.service"]
+LARGE = "\n\n".join(
+    f"Paragraph {i}: the worker acknowledges job {i} only after its chunks are committed."
+    for i in range(300)
+)
+
+
+@pytest.fixture
+async def nc(nats_factory: NatsFactory) -> AsyncIterator[tuple[EmbeddedNats, NATS]]:
+    server = nats_factory()
+    client = await nats.connect(server.url, connect_timeout=5)
+    try:
+        yield server, client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def db(postgres: EmbeddedPostgres) -> AsyncIterator[RagDb]:
+    async with RagDb.connect(postgres.dsn) as found:
+        yield found
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[list[WorkerProcess]]:
+    """Worker processes of the test, killed and reaped at its end."""
+    started: list[WorkerProcess] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            await proc.close()
+
+
+async def test_a_killed_ingestion_job_is_redelivered_and_takes_effect_once(
+    nc: tuple[EmbeddedNats, NATS],
+    postgres: EmbeddedPostgres,
+    valkey: EmbeddedValkey,
+    db: RagDb,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Killed after some chunks were embedded: the next worker ingests the document once."""
+    server, conn = nc
+    env = {
+        "NATS_URL": server.url,
+        "DATABASE_URL": postgres.dsn,
+        "REDIS_URL": valkey.url,
+        "AIFLEET_JOB_ACK_WAIT": "2",
+        "AIFLEET_JOB_BACKOFF": "[0.2, 0.4]",
+        "AIFLEET_DRAIN_TIMEOUT": "5",
+        "AIFLEET_RAG_JOB_THRESHOLD_BYTES": "1024",
+        "AIFLEET_RAG_EMBED_BATCH": "2",
+        "AIFLEET_RAG_CHUNK_MAX_TOKENS": "32",
+    }
+    tenant = "k" + uuid.uuid4().hex[:12]
+
+    async def start(modules: list[str], env: dict[str, str], log: Path) -> WorkerProcess:
+        # The gateway imports litellm at start: on a loaded machine that takes more than the
+        # spawn fixture's 30 s.
+        proc = WorkerProcess(modules, env, log)
+        workers.append(proc)
+        return await proc.start(timeout=120)
+
+    client = Client(conn, timeout=60.0)
+    first = await start(MODULES, env, tmp_path / "first.log")
+    reply = await client.call_rpc(tenant, RagService.CreateDocument, create("big", LARGE))
+    assert reply.document.status == "processing"
+
+    async def midway() -> bool:
+        got = await client.call_rpc(
+            tenant, RagService.GetDocument, GetDocumentRequest(document_id="big")
+        )
+        return 0 < got.document.chunks_embedded < got.document.chunks_total
+
+    await eventually(midway, timeout=60, what="the job halfway")
+    first.kill()
+    assert await first.wait(timeout=10) == -9
+    assert (await db.row_counts(tenant))["chunks"] == 0  # nothing committed yet
+
+    await start(MODULES, env, tmp_path / "second.log")
+
+    async def ready() -> bool:
+        got = await client.call_rpc(
+            tenant, RagService.GetDocument, GetDocumentRequest(document_id="big")
+        )
+        return got.document.status == "ready"
+
+    await eventually(ready, timeout=120, what="the document ready")
+    got = await client.call_rpc(
+        tenant, RagService.GetDocument, GetDocumentRequest(document_id="big")
+    )
+    assert got.document.version == 1
+    assert (await db.row_counts(tenant))["chunks"] == got.document.chunk_count
+    assert len(await events(conn, tenant, "document_ingested")) == 1
+    js = conn.jetstream()
+    info = await js.consumer_info(STREAM_JOBS, job_consumer("rag"))
+    assert info.num_ack_pending == 0
+    dlq = await js.stream_info(STREAM_DLQ, subjects_filter=dlq_subject(tenant, "rag", "*"))
+    assert not dlq.state.subjects

@@ -1,0 +1,1 @@
+"""RAG: documents in, grounded answers with citations out (see README.md)."""
