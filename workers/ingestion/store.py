@@ -149,6 +149,14 @@ class IngestionStore:
         )
         return _record(existing), False
 
+    async def get_by_sha(self, tenant: str, sha256: str) -> FileRecord | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM ingestion.files WHERE tenant = $1 AND sha256 = $2",  # noqa: S608
+            tenant,
+            sha256,
+        )
+        return _record(row) if row else None
+
     async def object_in_use(self, tenant: str, object_name: str) -> bool:
         return bool(
             await self.pool.fetchval(
