@@ -189,7 +189,7 @@ def context_in_process(budget: int, repeats: int) -> dict[str, Any]:
     from schemas.v1.common_pb2 import ChatMessage
     from schemas.v1.prompt_pb2 import BuildContextRequest
     from workers.prompt import tokens
-    from workers.prompt.service import build_context
+    from workers.prompt.context import build_context
 
     req = BuildContextRequest(
         model="gpt-4o",

@@ -16,7 +16,10 @@ from importlib import resources
 from pathlib import Path
 
 from google.api import annotations_pb2
+from google.protobuf.descriptor_pb2 import FileDescriptorSet
 from grpc_tools import protoc
+
+from schemas.stubs import render
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIRS = ("schemas/v1", "tests/support")
@@ -38,13 +41,31 @@ def generate(out: Path) -> None:
     bindir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     args = ["protoc", f"-I{ROOT}", *(f"-I{d}" for d in sorted(include_dirs))]
-    args += [f"--python_out={out}", f"--mypy_out={out}", *proto_files()]
+    descriptors = out / "descriptors.binpb"
+    args += [f"--python_out={out}", f"--mypy_out={out}"]
+    args += [f"--descriptor_set_out={descriptors}", "--include_imports", *proto_files()]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    write_stubs(out, FileDescriptorSet.FromString(descriptors.read_bytes()))
+    descriptors.unlink()
+
+
+def write_stubs(out: Path, files: FileDescriptorSet) -> None:
+    """The typed rpc handles (`<name>_rpc.py`) of every project file that declares a service."""
+    ours = set(proto_files())
+    for file in files.file:
+        source = render(file, files) if file.name in ours else None
+        if source is not None:
+            (out / file.name.replace(".proto", "_rpc.py")).write_text(source)
 
 
 def generated_files(base: Path) -> list[Path]:
-    return sorted(p.relative_to(base) for d in PROTO_DIRS for p in (base / d).glob("*_pb2.py*"))
+    return sorted(
+        p.relative_to(base)
+        for d in PROTO_DIRS
+        for pattern in ("*_pb2.py*", "*_rpc.py")
+        for p in (base / d).glob(pattern)
+    )
 
 
 def stale_files(fresh_dir: Path) -> list[str]:

@@ -67,11 +67,6 @@ def check_tenant(tenant: str) -> str:
     return tenant
 
 
-def is_valid_name(name: str) -> bool:
-    """Component, op and event names: lowercase snake_case tokens."""
-    return _NAME.match(name) is not None
-
-
 def check_name(name: str) -> str:
     """Component, op and event names: lowercase snake_case tokens."""
     if not _NAME.match(name):
@@ -99,6 +94,12 @@ def dlq_subject(tenant: str, component: str, op: str) -> str:
     return subject(tenant, "dlq", component, op)
 
 
+def dead_letter_subject(tenant_token: str, component: str, op: str) -> str:
+    """Where a failed job goes. The tenant token is taken as the job's subject had it, unchecked,
+    so that a job published under an invalid tenant token is dead-lettered too."""
+    return f"{PREFIX}.{tenant_token}.dlq.{component}.{op}"
+
+
 def listen_subject(kind: Kind, component: str, name: str = ">") -> str:
     """What a worker subscribes to: every tenant's `kind` subjects for one component."""
     return f"{PREFIX}.*.{kind}.{component}.{name}"
@@ -123,12 +124,27 @@ def template(kind: Kind, component: str, name: str) -> str:
     return f"{PREFIX}.{{tenant}}.{kind}.{component}.{name}"
 
 
-def parse(subj: str) -> Subject:
-    """Split a fleet subject; `BadRequest` if it is not one or its tenant token is invalid."""
+def split(subj: str) -> Subject | None:
+    """The tokens of a fleet subject, its tenant not yet checked; None if it is not one."""
     parts = subj.split(".")
     if len(parts) != 6 or f"{parts[0]}.{parts[1]}" != PREFIX:
+        return None
+    return Subject(parts[2], parts[3], parts[4], parts[5])
+
+
+def parse(subj: str) -> Subject:
+    """Split a fleet subject; `BadRequest` if it is not one or its tenant token is invalid."""
+    found = split(subj)
+    if found is None:
         raise BadRequest("not an aifleet subject", details={"subject": subj[:200]})
-    return Subject(check_tenant(parts[2]), parts[3], parts[4], parts[5])
+    check_tenant(found.tenant)
+    return found
+
+
+def tenant_of(subj: str) -> str:
+    """The checked tenant of a subject a worker subscribed to (`ai.v1.<tenant>.…`): the one
+    token a request's hot path needs, without splitting the rest."""
+    return check_tenant(subj.split(".", 3)[2])
 
 
 def queue_group(component: str) -> str:
@@ -164,6 +180,20 @@ def gateway_usage_prefix(tenant: str) -> str:
     """Redis key prefix of a tenant's gateway usage counters (requests, tokens, spend), shared
     by every gateway replica."""
     return f"aifleet:gateway-usage:{{{check_tenant(tenant)}}}:"
+
+
+# JetStream Object Store bucket of the fleet's files; a tenant's objects are `<tenant>/<name>`.
+FILES_BUCKET = "AIFLEET_FILES"
+
+
+def file_prefix(tenant: str) -> str:
+    """The part of the files bucket that belongs to a tenant."""
+    return f"{check_tenant(tenant)}/"
+
+
+def file_object(tenant: str, name: str) -> str:
+    """The bucket's name of a tenant's file (`name` is checked by the files resource)."""
+    return file_prefix(tenant) + name
 
 
 # Redis list of llm_operation events JetStream did not take, published again by the gateway.

@@ -26,8 +26,6 @@ from subjects import (
     STREAM_EVENTS,
     STREAM_JOBS,
     filter_subject,
-    job_consumer,
-    listen_subject,
 )
 
 DAY = 86_400.0
@@ -139,20 +137,6 @@ def consumer_config(
     )
 
 
-def job_consumer_config(
-    component: str, *, max_deliver: int, ack_wait: float, max_ack_pending: int
-) -> ConsumerConfig:
-    """The durable pull consumer through which one component's replicas share its jobs."""
-    return consumer_config(
-        job_consumer(component),
-        (listen_subject("job", component),),
-        description=f"aifleet {component} jobs",
-        max_deliver=max_deliver,
-        ack_wait=ack_wait,
-        max_ack_pending=max_ack_pending,
-    )
-
-
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
     """Create a consumer if missing; an existing one is left as configured."""
     assert config.durable_name is not None
@@ -160,8 +144,3 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
         await js.consumer_info(stream, config.durable_name)
     except NotFoundError:
         await js.add_consumer(stream, config)
-
-
-async def ensure_job_consumer(js: JetStreamContext, config: ConsumerConfig) -> None:
-    """Create the component's job consumer if missing; an existing one is left as configured."""
-    await ensure_consumer(js, STREAM_JOBS, config)

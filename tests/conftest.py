@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -41,15 +43,30 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """PostgreSQL 18 with pgvector; connect with `postgres.dsn` (database `aifleet`)."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres") / "pgdata")
-    server.start()
+@contextlib.contextmanager
+def postgres_home() -> Iterator[Path]:
+    """A directory for a PostgreSQL data dir, outside pytest's temp root.
+
+    Run as root, pgserver starts PostgreSQL as the unprivileged `pgserver` user and opens the
+    path to its data dir for it; every new pytest session resets its own temp root to 0700,
+    which would cut a server of a concurrent session off from its files (it then crashes)."""
+    home = Path(tempfile.mkdtemp(prefix="aifleet-test-pg-"))
     try:
-        yield server
+        yield home
     finally:
-        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[EmbeddedPostgres]:
+    """PostgreSQL 18 with pgvector; connect with `postgres.dsn` (database `aifleet`)."""
+    with postgres_home() as home:
+        server = EmbeddedPostgres(home / "pgdata")
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -89,13 +106,13 @@ def nats_factory(tmp_path: Path) -> Iterator[NatsFactory]:
 
 
 @pytest.fixture
-def postgres_factory(tmp_path: Path) -> Iterator[PostgresFactory]:
+def postgres_factory() -> Iterator[PostgresFactory]:
     """`postgres_factory(database="aifleet")` starts a PostgreSQL of the test (~1 s: initdb)."""
     names = itertools.count()
-    with contextlib.ExitStack() as servers:
+    with postgres_home() as home, contextlib.ExitStack() as servers:
 
         def start(*, database: str = "aifleet") -> EmbeddedPostgres:
-            server = EmbeddedPostgres(tmp_path / f"pg-{next(names)}", database=database)
+            server = EmbeddedPostgres(home / f"pg-{next(names)}", database=database)
             servers.callback(server.stop)
             server.start()
             return server

@@ -39,7 +39,9 @@ from tests.support.fleet import running_worker
 from tests.support.jobs import RecorderDb, dead_letters, publish_job, publish_raw, queue_idle
 from tests.support.polling import eventually
 from tests.support.testkit_pb2 import RecordJob
+from tests.support.testkit_rpc import JobRecorderService
 from workers.embedded import EmbeddedNats, EmbeddedPostgres
+from workers.runtime.events import EventPublisher
 from workers.runtime.worker import Worker
 
 BACKOFF = [0.2, 0.4]
@@ -330,3 +332,20 @@ async def test_jobs_follow_an_existing_consumer_that_predates_a_settings_change(
     assert (
         await jobs.stream_count(js, STREAM_JOBS, job_subject(tenant, "job_recorder", "record")) == 0
     )
+
+
+async def test_a_job_enqueued_through_the_contract_is_run_once(
+    jobs_nats: EmbeddedNats, js: JetStreamContext, db: RecorderDb, postgres: EmbeddedPostgres
+) -> None:
+    """`ctx.enqueue(Service.Method, request, msg_id=...)` publishes the job a worker runs;
+    enqueued twice with one id it is stored, and run, once."""
+    tenant = new_tenant()
+    publisher = EventPublisher(js)
+    job = RecordJob(token="typed")
+    async with recorder(jobs_nats.url, postgres.dsn):
+        await publisher.enqueue(tenant, JobRecorderService.Record, job, msg_id="typed-1")
+        await publisher.enqueue(tenant, JobRecorderService.Record, job, msg_id="typed-1")
+        await eventually(lambda: db.effects(tenant), timeout=WAIT, what="the effect")
+        await eventually(lambda: queue_idle(js), timeout=WAIT, what="the job acked")
+    assert await db.effects(tenant) == {"typed": 1}
+    assert [a.message_id for a in await db.attempts(tenant, "typed")] == ["typed-1"]

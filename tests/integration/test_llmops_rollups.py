@@ -49,8 +49,9 @@ from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.llmops import service as llmops
 from workers.llmops.aggregates import PERCENTILE_ERROR, bucket_estimate
 from workers.llmops.batch import Batcher
-from workers.llmops.service import MIGRATIONS, operation_of
+from workers.llmops.service import MIGRATIONS
 from workers.llmops.store import SCHEMA, LlmopsStore, Stored
+from workers.llmops.validation import operation_of
 from workers.runtime.client import Client
 from workers.runtime.postgres import migrate
 from workers.runtime.worker import Worker

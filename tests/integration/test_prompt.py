@@ -45,19 +45,22 @@ from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.prompt import service as prompt
 from workers.prompt.store import PromptStore
 from workers.runtime.client import Client
+from workers.runtime.events import EventPublisher
+from workers.runtime.outbox import Outbox
 from workers.runtime.worker import Worker
 
 
 @pytest.fixture(scope="module")
 async def worker(nats_server: EmbeddedNats, postgres: EmbeddedPostgres) -> AsyncIterator[Worker]:
     """One prompt worker for the module; its outbox flusher runs every 0.2 s."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AIFLEET_PROMPT_OUTBOX_INTERVAL_SECONDS", "0.2")
-        env.setenv("AIFLEET_PROMPT_OUTBOX_GRACE_SECONDS", "0.5")
-        async with running_worker(
-            [prompt.component], nats_server.url, database_url=postgres.dsn
-        ) as w:
-            yield w
+    async with running_worker(
+        [prompt.component],
+        nats_server.url,
+        database_url=postgres.dsn,
+        outbox_interval=0.2,
+        outbox_grace=0.5,
+    ) as w:
+        yield w
 
 
 @pytest.fixture(scope="module")
@@ -706,9 +709,11 @@ async def test_an_event_left_in_the_outbox_is_published_by_the_flusher(
     published by the periodic flusher and its row removed."""
     event = PromptTemplateCreatedEvent(name="late", version=1, kind="text")
     await db.pool.execute(
-        "INSERT INTO prompt.outbox (tenant, event, payload) VALUES ($1, $2, $3)",
+        "INSERT INTO aifleet.outbox (msg_id, tenant, component, event, type, payload)"
+        " VALUES ($1, $2, 'prompt', 'template_created', $3, $4)",
+        "prompt-" + uuid.uuid4().hex,
         tenant,
-        "template_created",
+        event.DESCRIPTOR.full_name,
         event.SerializeToString(),
     )
 
@@ -725,9 +730,9 @@ async def test_an_event_left_in_the_outbox_is_published_by_the_flusher(
     await eventually(cleaned, timeout=15, what="the outbox row is deleted")
 
 
-async def test_store_reads_are_scoped_by_tenant_in_sql(tenant: str, db: PromptDb) -> None:
+async def test_store_reads_are_scoped_by_tenant_in_sql(nc: NATS, tenant: str, db: PromptDb) -> None:
     """The store finds nothing of a tenant when asked as another (direct, without NATS)."""
-    store = PromptStore(db.pool)
+    store = PromptStore(db.pool, Outbox(db.pool, EventPublisher(nc.jetstream())))
     row, _ = await store.create_version(
         tenant,
         "scoped",
@@ -738,6 +743,7 @@ async def test_store_reads_are_scoped_by_tenant_in_sql(tenant: str, db: PromptDb
         metadata={},
         created_by="",
         labels=["production"],
+        headers={},
     )
     other = tenant + "x"
     assert await store.resolve(other, "scoped", version=None, label=None) is None
@@ -747,4 +753,4 @@ async def test_store_reads_are_scoped_by_tenant_in_sql(tenant: str, db: PromptDb
     listed = await store.list_names(other, by_name=True, prefix="", after=None, limit=10)
     assert listed == []
     assert await store.resolve(tenant, "scoped", version=None, label="production") == 1
-    await db.pool.execute("DELETE FROM prompt.outbox WHERE tenant = $1", tenant)
+    await db.pool.execute("DELETE FROM aifleet.outbox WHERE tenant = $1", tenant)

@@ -9,12 +9,13 @@ from typing import Any, ClassVar, Self
 
 import asyncpg
 
+from workers.runtime import outbox
 from workers.runtime.postgres import migrate
 
 
 class ComponentDb:
-    """A small pool on one component's schema; its migrations are applied first, so a test may
-    read before any worker has started."""
+    """A small pool on one component's schema; its migrations (and the fleet outbox's, which
+    they may rely on) are applied first, so a test may read before any worker has started."""
 
     schema: ClassVar[str]
     migrations: ClassVar[Path]
@@ -28,17 +29,31 @@ class ComponentDb:
     async def connect(cls, dsn: str) -> AsyncIterator[Self]:
         pool: Any = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
         try:
+            await migrate(pool, outbox.SCHEMA, outbox.MIGRATIONS)
             await migrate(pool, cls.schema, cls.migrations)
             yield cls(pool)
         finally:
             await pool.close()
 
     async def row_counts(self, tenant: str) -> dict[str, int]:
-        """Rows of each of `tables` that belong to `tenant`."""
+        """Rows of each of `tables` that belong to `tenant`; `outbox` counts the component's
+        events waiting in the fleet's outbox."""
         counts = {}
         for table in self.tables:
+            if table == "outbox":
+                counts[table] = await self.outbox_rows(tenant)
+                continue
             counts[table] = await self.pool.fetchval(
                 f"SELECT count(*) FROM {self.schema}.{table} WHERE tenant = $1",  # noqa: S608
                 tenant,
             )
         return counts
+
+    async def outbox_rows(self, tenant: str) -> int:
+        """The component's events of `tenant` still waiting in the fleet's outbox."""
+        count: int = await self.pool.fetchval(
+            "SELECT count(*) FROM aifleet.outbox WHERE tenant = $1 AND component = $2",
+            tenant,
+            self.schema,
+        )
+        return count

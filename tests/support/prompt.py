@@ -6,7 +6,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from subjects import STREAM_EVENTS, event_subject
+from subjects.events import event_name
 from tests.support.database import ComponentDb
+from tests.support.events import stored_events
 from workers.prompt.service import MIGRATIONS
 from workers.prompt.store import SCHEMA
 
@@ -22,9 +24,10 @@ class PromptDb(ComponentDb):
         """Rows of any table whose tenant or name contains `text` (for invalid tenants)."""
         total = 0
         for table in self.tables:
+            source = "aifleet.outbox" if table == "outbox" else f"prompt.{table}"
             column = "tenant" if table == "outbox" else "tenant || ' ' || name"
             total += await self.pool.fetchval(
-                f"SELECT count(*) FROM prompt.{table} WHERE strpos({column}, $1) > 0",  # noqa: S608
+                f"SELECT count(*) FROM {source} WHERE strpos({column}, $1) > 0",  # noqa: S608
                 text,
             )
         return total
@@ -48,17 +51,7 @@ class PromptDb(ComponentDb):
 
 async def read_events(nc: NATS, tenant: str, event: str) -> list[Msg]:
     """Every `evt.prompt.<event>` of the tenant stored in AI_EVENTS, oldest first."""
-    js = nc.jetstream()
-    subject = event_subject(tenant, "prompt", event)
-    info = await js.stream_info(STREAM_EVENTS, subjects_filter=subject)
-    count = (info.state.subjects or {}).get(subject, 0)
-    if not count:
-        return []
-    sub = await js.subscribe(subject, ordered_consumer=True)
-    try:
-        return [await sub.next_msg(timeout=2.0) for _ in range(count)]
-    finally:
-        await sub.unsubscribe()
+    return await stored_events(nc, tenant, event_name("prompt", event))
 
 
 async def event_count(nc: NATS, tenant: str) -> int:

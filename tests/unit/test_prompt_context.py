@@ -11,7 +11,7 @@ from schemas.errors import Unprocessable
 from schemas.v1.common_pb2 import ChatMessage
 from schemas.v1.prompt_pb2 import BuildContextRequest, ContextDocument
 from workers.prompt import tokens
-from workers.prompt.service import build_context, documents_content, turns_of
+from workers.prompt.context import build_context, documents_content, turns_of
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "über", "数据", "🚀", "{{x}}", "\n", "token"]
 ROLES_AFTER_USER = ["assistant", "assistant", "tool", "system", "developer"]

@@ -26,6 +26,7 @@ from schemas.v1.cache_pb2 import (
     StatsRequest,
     StatsResponse,
 )
+from subjects.events import CACHE_INVALIDATED
 from workers.cache.store import CacheStore
 from workers.runtime.component import Component
 from workers.runtime.config import load_settings
@@ -97,7 +98,8 @@ class CacheService:
         deleted = await self.store.delete(ctx.tenant, _check_key(req.key))
         if deleted:
             await ctx.emit(
-                "invalidated", CacheInvalidatedEvent(reason="delete", pattern=req.key, removed=1)
+                CACHE_INVALIDATED,
+                CacheInvalidatedEvent(reason="delete", pattern=req.key, removed=1),
             )
         return DeleteResponse(deleted=deleted)
 
@@ -105,7 +107,7 @@ class CacheService:
         removed = await self.store.invalidate(ctx.tenant, _check_key(req.pattern, "pattern"))
         if removed:
             await ctx.emit(
-                "invalidated",
+                CACHE_INVALIDATED,
                 CacheInvalidatedEvent(reason="invalidate", pattern=req.pattern, removed=removed),
             )
         return InvalidateResponse(removed=removed)
@@ -113,7 +115,7 @@ class CacheService:
     async def clear(self, ctx: Context, req: ClearRequest) -> ClearResponse:
         removed = await self.store.clear(ctx.tenant)
         await ctx.emit(
-            "invalidated", CacheInvalidatedEvent(reason="clear", pattern="*", removed=removed)
+            CACHE_INVALIDATED, CacheInvalidatedEvent(reason="clear", pattern="*", removed=removed)
         )
         return ClearResponse(removed=removed)
 

@@ -21,7 +21,8 @@ from opentelemetry import metrics
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from schemas.v1.llmops_pb2 import LlmOperationEvent
-from workers.gateway.outbox import EVENT, EventOutbox
+from subjects.events import GATEWAY_LLM_OPERATION
+from workers.gateway.outbox import EventOutbox
 from workers.runtime.context import Context
 from workers.runtime.telemetry import provider_tracer, tracing_enabled
 
@@ -116,7 +117,7 @@ async def publish(op: Operation, ctx: Context, agent_id: str, outbox: EventOutbo
     _record_metrics(op)
     event = operation_event(op, ctx, agent_id)
     try:
-        await ctx.emit(EVENT, event, msg_id=op.id)
+        await ctx.emit(GATEWAY_LLM_OPERATION, event, msg_id=op.id)
     except Exception as exc:
         ctx.log.warning("llm_operation event kept for later", op_id=op.id, error=repr(exc))
         try:

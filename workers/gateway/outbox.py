@@ -16,11 +16,9 @@ import redis.asyncio
 
 from schemas.v1.llmops_pb2 import LlmOperationEvent
 from subjects import GATEWAY_OUTBOX_KEY
+from subjects.events import GATEWAY_LLM_OPERATION
 from workers.runtime.events import EventPublisher
 from workers.runtime.logs import get_logger
-
-# The event every LLM operation publishes: ai.v1.<tenant>.evt.gateway.llm_operation.
-EVENT = "llm_operation"
 
 
 class EventOutbox:
@@ -48,7 +46,7 @@ class EventOutbox:
             kept = msgpack.unpackb(entry)
             event = LlmOperationEvent.FromString(kept["event"])
             await self._events.emit(
-                kept["tenant"], "gateway", EVENT, event, kept["headers"], msg_id=event.id
+                kept["tenant"], GATEWAY_LLM_OPERATION, event, kept["headers"], msg_id=event.id
             )
             await self._redis.lrem(GATEWAY_OUTBOX_KEY, 1, entry)  # type: ignore[arg-type]
             sent += 1

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from schemas.errors import ServiceError
-from schemas.v1.cache_pb2 import GetRequest, GetResponse, SetRequest, SetResponse
+from schemas.v1.cache_pb2 import GetRequest, SetRequest
+from schemas.v1.cache_rpc import CacheService
 from schemas.v1.gateway_pb2 import CacheControl, CacheHit, GenerateResponse
 from subjects import GATEWAY_CACHE_KEY_PREFIX
 from workers.gateway.chat import cache_identity, semantic_parts
@@ -60,7 +61,7 @@ class ResponseCache:
         if not self.enabled(control):
             return None
         key = GATEWAY_CACHE_KEY_PREFIX + _digest(cache_identity(alias, params))
-        found = await self._quietly(ctx, ctx.call("cache", "get", GetRequest(key=key), GetResponse))
+        found = await self._quietly(ctx, ctx.call(CacheService.Get, GetRequest(key=key)))
         if found is not None and found.found and found.raw:
             return _as_hit(found.raw, CacheHit(kind="exact", similarity=1.0))
         if not control.semantic:
@@ -91,7 +92,7 @@ class ResponseCache:
         if ttl:
             key = GATEWAY_CACHE_KEY_PREFIX + _digest(cache_identity(alias, params))
             request = SetRequest(key=key, raw=data, ttl_seconds=ttl)
-            await self._quietly(ctx, ctx.call("cache", "set", request, SetResponse))
+            await self._quietly(ctx, ctx.call(CacheService.Set, request))
         parts = semantic_parts(alias, params) if control.semantic else None
         if parts is not None:
             semantic_ttl = control.ttl_seconds or self._settings.semantic_ttl_seconds

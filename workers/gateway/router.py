@@ -84,7 +84,7 @@ class ModelRouter:
         self._fallbacks = _fallbacks(settings.get("fallbacks") or [])
         self._by_id: dict[str, Answerer] = {}
         self._modes: dict[str, str] = {}
-        for d in self.router.get_model_list() or []:
+        for d in self.router.registry().deployments() or []:
             params: dict[str, Any] = dict(d["litellm_params"])
             info: dict[str, Any] = dict(d.get("model_info") or {})
             model = str(params["model"])

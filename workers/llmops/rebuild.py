@@ -32,8 +32,9 @@ from subjects import (
 )
 from subjects.streams import provision_streams
 from workers.llmops.batch import MAX_BATCH
-from workers.llmops.service import MIGRATIONS, operation_of
+from workers.llmops.service import MIGRATIONS
 from workers.llmops.store import SCHEMA, LlmopsStore, Operation
+from workers.llmops.validation import operation_of
 from workers.runtime.config import Settings
 from workers.runtime.postgres import create_pool, migrate
 

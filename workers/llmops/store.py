@@ -2,7 +2,8 @@
 
 Every statement takes the tenant as a parameter and filters by it. Operations are stored in
 batches, one transaction each: the rows, the rollups (triggers, migrations/002_rollups.sql), the
-spend they add and the budgets they cross. Aggregates come from aggregates.py. Filters are
+spend they add, the budgets they cross and, for each, its `budget_exceeded` event in the fleet's
+outbox, published after the commit. Aggregates come from aggregates.py. Filters are
 added to the SQL only when given, each as a bound parameter, so the planner sees the plain
 conditions the indexes serve.
 """
@@ -16,9 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from schemas.v1.llmops_pb2 import LlmopsBudgetExceededEvent
+from subjects.events import LLMOPS_BUDGET_EXCEEDED
 from workers.llmops import aggregates
 from workers.llmops.aggregates import GroupKey, Histograms, Query, Spans
+from workers.runtime.outbox import Outbox, StagedEvent
 
 SCHEMA = "llmops"
 PERIODS = ("day", "month")
@@ -52,6 +57,7 @@ class Operation:
 
 @dataclass(frozen=True)
 class Alert:
+    tenant: str
     period: str
     period_start: dt.datetime
     limit_usd: float
@@ -90,11 +96,9 @@ class Filters:
 
 @dataclass(frozen=True)
 class Stored:
-    """What storing one operation did: whether it was new, and whether the caller should
-    publish the tenant's budget alerts not yet published (one row of a tenant per batch)."""
+    """What storing one operation did: whether it was new."""
 
     created: bool
-    alerts: bool
 
 
 _COLUMNS = (
@@ -150,6 +154,7 @@ FROM running r JOIN llmops.budgets b ON b.tenant = r.tenant AND b.period = r.per
 WHERE r.spent_usd > b.limit_usd
 ORDER BY r.tenant, r.period, r.period_start, r.n
 ON CONFLICT (tenant, period, period_start) DO NOTHING
+RETURNING tenant, period, period_start, limit_usd, spent_usd, operation_id
 """
 
 
@@ -166,27 +171,36 @@ def _columns(rows: Sequence[tuple[str, Operation]]) -> list[list[Any]]:
     ]
 
 
-async def _alerting(conn: asyncpg.Connection, tenants: list[str]) -> list[str]:
-    """The tenants among `tenants` with budget alerts not yet published (a partial index)."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT tenant FROM llmops.budget_alerts"
-        " WHERE NOT published AND tenant = ANY($1::text[])",
-        tenants,
+def budget_event(alert: Alert) -> tuple[LlmopsBudgetExceededEvent, str]:
+    """The event of a crossed budget and its Nats-Msg-Id (one per tenant, period and start)."""
+    start = Timestamp()
+    start.FromDatetime(alert.period_start)
+    event = LlmopsBudgetExceededEvent(
+        period=alert.period,
+        period_start=start,
+        limit_usd=alert.limit_usd,
+        spent_usd=alert.spent_usd,
+        operation_id=alert.operation_id,
     )
-    return [r["tenant"] for r in rows]
+    micros = start.seconds * 1_000_000 + start.nanos // 1000
+    return event, f"llmops-budget:{alert.tenant}:{alert.period}:{micros}"
 
 
 class LlmopsStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """`outbox` None (a rebuild, a test) records crossed budgets without events."""
+
+    def __init__(self, pool: asyncpg.Pool, outbox: Outbox | None = None) -> None:
         self.pool = pool
+        self.outbox = outbox
 
     async def insert_many(
         self, rows: Sequence[tuple[str, Operation]], *, replayed: bool = False
     ) -> list[Stored]:
         """Store (tenant, operation) rows in one transaction, each unless its id is stored
         already (or earlier in `rows`); the spend they add and the budgets they cross are
-        written with them. A `replayed` batch (rebuild) records a crossed budget as already
-        published. One result per row, in order."""
+        written with them, and each crossed budget's event staged in the outbox and published
+        after the commit. A `replayed` batch (rebuild) stages no event. One result per row, in
+        order."""
         first: dict[tuple[str, str], int] = {}
         for i, (tenant, op) in enumerate(rows):
             first.setdefault((tenant, op.id), i)
@@ -200,48 +214,54 @@ class LlmopsStore:
                 for key, i in sorted(first.items(), key=lambda item: item[1])
                 if key in created and rows[i][1].cost_usd > 0
             ]
+            staged: list[StagedEvent] = []
             if charged:
-                await conn.execute(
+                crossed = await conn.fetch(
                     _CHARGE,
                     [tenant for tenant, _ in charged],
                     [op.id for _, op in charged],
                     [op.occurred_at for _, op in charged],
                     [op.cost_usd for _, op in charged],
                     list(PERIODS),
-                    replayed,
+                    replayed or self.outbox is not None,
                 )
-            tenants = sorted({tenant for tenant, _ in rows})
-            alerting = set(await _alerting(conn, tenants)) if not replayed else set()
-        out = []
-        for i, (tenant, op) in enumerate(rows):
-            new = first[(tenant, op.id)] == i and (tenant, op.id) in created
-            out.append(Stored(created=new, alerts=tenant in alerting))
-            alerting.discard(tenant)  # one handler per tenant publishes its alerts
-        return out
+                if self.outbox is not None and not replayed:
+                    for r in crossed:
+                        event, msg_id = budget_event(_alert(r))
+                        staged.append(
+                            await self.outbox.stage_for(
+                                conn, r["tenant"], LLMOPS_BUDGET_EXCEEDED, event, msg_id=msg_id
+                            )
+                        )
+        if staged and self.outbox is not None:
+            await self.outbox.publish(staged)
+        return [
+            Stored(created=first[(tenant, op.id)] == i and (tenant, op.id) in created)
+            for i, (tenant, op) in enumerate(rows)
+        ]
+
+    async def stage_unpublished_alerts(self) -> int:
+        """Hand budgets crossed before the outbox existed (`published` false) to the outbox,
+        once: each event is staged in the transaction that marks its alert published."""
+        if self.outbox is None:
+            return 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE llmops.budget_alerts SET published = true WHERE NOT published"
+                " RETURNING tenant, period, period_start, limit_usd, spent_usd, operation_id"
+            )
+            for r in rows:
+                event, msg_id = budget_event(_alert(r))
+                await self.outbox.stage_for(
+                    conn, r["tenant"], LLMOPS_BUDGET_EXCEEDED, event, msg_id=msg_id
+                )
+        return len(rows)
 
     async def refresh_rollups(self, tenant: str | None) -> None:
         """Recompute the rollups of `tenant` (of every tenant when None) from its operations;
         writers of operations wait until it is done."""
         async with self.pool.acquire() as conn:
             await conn.execute("SELECT llmops.refresh_rollups($1)", tenant)
-
-    async def unpublished_alerts(self, tenant: str) -> list[Alert]:
-        rows = await self.pool.fetch(
-            "SELECT period, period_start, limit_usd, spent_usd, operation_id"
-            " FROM llmops.budget_alerts WHERE tenant = $1 AND NOT published"
-            " ORDER BY period_start, period",
-            tenant,
-        )
-        return [_alert(r) for r in rows]
-
-    async def mark_published(self, tenant: str, alert: Alert) -> None:
-        await self.pool.execute(
-            "UPDATE llmops.budget_alerts SET published = true"
-            " WHERE tenant = $1 AND period = $2 AND period_start = $3",
-            tenant,
-            alert.period,
-            alert.period_start,
-        )
 
     async def list_operations(
         self, tenant: str, filters: Filters, limit: int, after: tuple[dt.datetime, str] | None
@@ -330,4 +350,11 @@ class LlmopsStore:
 
 
 def _alert(r: asyncpg.Record) -> Alert:
-    return Alert(r["period"], r["period_start"], r["limit_usd"], r["spent_usd"], r["operation_id"])
+    return Alert(
+        r["tenant"],
+        r["period"],
+        r["period_start"],
+        r["limit_usd"],
+        r["spent_usd"],
+        r["operation_id"],
+    )

@@ -3,14 +3,14 @@
 Writes to one name serialize on that name's row in `names` (taken by the counter upsert in
 create, by `UPDATE ... RETURNING` in set_label and delete), so concurrent creates get distinct
 consecutive versions, and a label never points at a version being deleted. Each write also
-stores its events in `outbox` in the same transaction (see `Outbox`).
+stages its events in the fleet's outbox in the same transaction (workers/runtime/outbox.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +22,16 @@ from schemas.v1.prompt_pb2 import (
     PromptTemplateCreatedEvent,
     PromptTemplateDeletedEvent,
 )
+from subjects.events import (
+    PROMPT_LABEL_MOVED,
+    PROMPT_TEMPLATE_CREATED,
+    PROMPT_TEMPLATE_DELETED,
+    EventName,
+)
+from workers.runtime.outbox import Outbox, StagedEvent
 
 SCHEMA = "prompt"
-
-EVENT_TYPES: dict[str, type[Message]] = {
-    "template_created": PromptTemplateCreatedEvent,
-    "label_moved": PromptLabelMovedEvent,
-    "template_deleted": PromptTemplateDeletedEvent,
-}
+Headers = Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -61,15 +63,6 @@ class SummaryRow:
     version_count: int
     labels: dict[str, int]
     updated_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class PendingEvent:
-    id: int
-    msg_id: str
-    tenant: str
-    event: str
-    message: Message
 
 
 class NameNotFound(Exception):
@@ -115,25 +108,22 @@ def _version_row(r: asyncpg.Record) -> VersionRow:
     )
 
 
-async def _enqueue(
-    conn: asyncpg.Connection, tenant: str, events: Sequence[tuple[str, Message]]
-) -> list[PendingEvent]:
-    pending = []
-    for event, message in events:
-        row = await conn.fetchrow(
-            "INSERT INTO prompt.outbox (tenant, event, payload) VALUES ($1, $2, $3)"
-            " RETURNING id, msg_id",
-            tenant,
-            event,
-            message.SerializeToString(),
-        )
-        pending.append(PendingEvent(row["id"], f"prompt-{row['msg_id']}", tenant, event, message))
-    return pending
-
-
 class PromptStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, outbox: Outbox) -> None:
         self.pool = pool
+        self.outbox = outbox
+
+    async def _stage(
+        self,
+        conn: asyncpg.Connection,
+        tenant: str,
+        events: Sequence[tuple[EventName, Message]],
+        headers: Headers,
+    ) -> list[StagedEvent]:
+        return [
+            await self.outbox.stage_for(conn, tenant, event, message, headers=dict(headers))
+            for event, message in events
+        ]
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -149,7 +139,8 @@ class PromptStore:
         metadata: dict[str, Any],
         created_by: str,
         labels: Sequence[str],
-    ) -> tuple[VersionRow, list[PendingEvent]]:
+        headers: Headers,
+    ) -> tuple[VersionRow, list[StagedEvent]]:
         async with self.pool.acquire() as conn, conn.transaction():
             # The upsert takes the name's row lock until commit: concurrent creates of one name
             # queue here, and each sees the number the previous one committed.
@@ -175,9 +166,9 @@ class PromptStore:
                 json.dumps(metadata),
                 created_by,
             )
-            events: list[tuple[str, Message]] = [
+            events: list[tuple[EventName, Message]] = [
                 (
-                    "template_created",
+                    PROMPT_TEMPLATE_CREATED,
                     PromptTemplateCreatedEvent(
                         name=name,
                         version=version,
@@ -191,13 +182,13 @@ class PromptStore:
                 previous = await self._point_label(conn, tenant, name, label, version)
                 events.append(
                     (
-                        "label_moved",
+                        PROMPT_LABEL_MOVED,
                         PromptLabelMovedEvent(
                             name=name, label=label, version=version, previous_version=previous
                         ),
                     )
                 )
-            pending = await _enqueue(conn, tenant, events)
+            pending = await self._stage(conn, tenant, events, headers)
             row = await conn.fetchrow(
                 f"SELECT {_VERSION_COLUMNS} FROM prompt.versions v"  # noqa: S608 (constant)
                 " WHERE v.tenant = $1 AND v.name = $2 AND v.version = $3",
@@ -208,8 +199,8 @@ class PromptStore:
         return _version_row(row), pending
 
     async def set_label(
-        self, tenant: str, name: str, label: str, version: int
-    ) -> tuple[int, list[PendingEvent]]:
+        self, tenant: str, name: str, label: str, version: int, *, headers: Headers
+    ) -> tuple[int, list[StagedEvent]]:
         """Point `label` at `version`; returns the previous version (0: new label)."""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._lock_name(conn, tenant, name)
@@ -222,17 +213,17 @@ class PromptStore:
             if not exists:
                 raise VersionNotFound
             previous = await self._point_label(conn, tenant, name, label, version)
-            pending: list[PendingEvent] = []
+            pending: list[StagedEvent] = []
             if previous != version:
                 event = PromptLabelMovedEvent(
                     name=name, label=label, version=version, previous_version=previous
                 )
-                pending = await _enqueue(conn, tenant, [("label_moved", event)])
+                pending = await self._stage(conn, tenant, [(PROMPT_LABEL_MOVED, event)], headers)
         return previous, pending
 
     async def delete(
-        self, tenant: str, name: str, version: int | None, *, force: bool
-    ) -> tuple[list[int], list[str], list[PendingEvent]]:
+        self, tenant: str, name: str, version: int | None, *, force: bool, headers: Headers
+    ) -> tuple[list[int], list[str], list[StagedEvent]]:
         """Delete one version (or all, `version=None`); returns the deleted versions and the
         labels removed with them."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -286,9 +277,9 @@ class PromptStore:
                 )
             versions = sorted(r["version"] for r in deleted)
             removed_labels = sorted(r["label"] for r in removed)
-            events: list[tuple[str, Message]] = [
+            events: list[tuple[EventName, Message]] = [
                 (
-                    "template_deleted",
+                    PROMPT_TEMPLATE_DELETED,
                     PromptTemplateDeletedEvent(
                         name=name, versions=versions, all_versions=version is None
                     ),
@@ -298,8 +289,8 @@ class PromptStore:
                 moved = PromptLabelMovedEvent(
                     name=name, label=r["label"], version=0, previous_version=r["version"]
                 )
-                events.append(("label_moved", moved))
-            pending = await _enqueue(conn, tenant, events)
+                events.append((PROMPT_LABEL_MOVED, moved))
+            pending = await self._stage(conn, tenant, events, headers)
         return versions, removed_labels, pending
 
     @staticmethod
@@ -446,45 +437,3 @@ class PromptStore:
                 )
             )
         return out
-
-
-class Outbox:
-    """Events committed with their change, published after the commit.
-
-    The handler publishes its own events right after committing and deletes their rows. A row
-    left behind (NATS unreachable or slow at that moment, or a crash in between) is published by
-    `flush`, which every replica runs periodically: rows older than a grace period, locked with
-    SKIP LOCKED so replicas share them, `Nats-Msg-Id: prompt-<msg_id>` so JetStream stores a
-    repeat once (within its duplicate window). The flusher's queries span tenants on purpose:
-    they publish each event under its own tenant's subject and serve no caller.
-    """
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def done(self, tenant: str, ids: Sequence[int]) -> None:
-        """Forget events a request published itself."""
-        if ids:
-            await self.pool.execute(
-                "DELETE FROM prompt.outbox WHERE tenant = $1 AND id = ANY($2::bigint[])",
-                tenant,
-                ids,
-            )
-
-    async def claim(
-        self, conn: asyncpg.Connection, *, older_than: float, limit: int
-    ) -> list[PendingEvent]:
-        rows = await conn.fetch(
-            "SELECT id, msg_id, tenant, event, payload FROM prompt.outbox"
-            " WHERE created_at < clock_timestamp() - make_interval(secs => $1)"
-            " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-            older_than,
-            limit,
-        )
-        pending = []
-        for r in rows:
-            message = EVENT_TYPES[r["event"]].FromString(r["payload"])
-            pending.append(
-                PendingEvent(r["id"], f"prompt-{r['msg_id']}", r["tenant"], r["event"], message)
-            )
-        return pending

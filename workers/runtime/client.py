@@ -16,7 +16,8 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from schemas.codec import PROTOBUF_CODEC, Codec, codec_for
+from schemas.codec import PROTOBUF_CODEC, Codec
+from schemas.contracts import Req, Res, Streaming, Unary
 from schemas.errors import BadRequest, DeadlineExceeded, ServiceError, Unavailable
 from schemas.v1.common_pb2 import Error
 from subjects import (
@@ -78,6 +79,46 @@ class Client:
         )
         raise_for_error(msg, self.codec)
         return self.codec.decode(response, msg.data)
+
+    async def call_rpc(
+        self,
+        tenant: str,
+        method: Unary[Req, Res],
+        request: Req,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Res:
+        """`call` named by the contract: `await client.call_rpc(t, CacheService.Get, req)`."""
+        return await self.call(
+            tenant,
+            method.component,
+            method.op,
+            method.check(request),
+            method.response,
+            headers=headers,
+            timeout=timeout,
+        )
+
+    def stream_rpc(
+        self,
+        tenant: str,
+        method: Streaming[Req, Res],
+        request: Req,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Res]:
+        """`stream` named by the contract."""
+        return self.stream(
+            tenant,
+            method.component,
+            method.op,
+            method.check(request),
+            method.response,
+            headers=headers,
+            timeout=timeout,
+        )
 
     async def request(
         self, subject: str, body: bytes, headers: dict[str, str], timeout: float
@@ -141,7 +182,3 @@ class Client:
                     return
         finally:
             await sub.unsubscribe()
-
-
-def reply_codec(msg: Msg) -> Codec:
-    return codec_for((msg.headers or {}).get(HEADER_CONTENT_TYPE))

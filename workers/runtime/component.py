@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from google.protobuf.descriptor import ServiceDescriptor
 
 from schemas.registry import Rpc, component_name, rpcs_of
-from subjects import is_valid_name
+from subjects.events import EventName
 
 if TYPE_CHECKING:
     from workers.runtime.resources import Resources
@@ -34,8 +34,9 @@ class Component:
     jobs: frozenset[str] = field(default_factory=frozenset)
     description: str = ""
     # Events consumed from AI_EVENTS through the durable consumer `<component>-events`:
-    # `{"<publisher>.<event>": "<op>"}`; the op's request message decodes the event body.
-    events: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # `{GATEWAY_LLM_OPERATION: "<op>"}` (names from subjects/events.py); the op's request
+    # message decodes the event body.
+    events: Mapping[EventName, str] = field(default_factory=dict, hash=False)
     # Blocking start-up work needing no server (importing a heavy library, loading a model): run
     # in a thread while the process connects, so it overlaps with the servers coming up instead
     # of adding to the start. Must be idempotent; `start` still works if it never ran.
@@ -53,13 +54,12 @@ class Component:
         unknown = set(self.jobs) - set(self.rpcs)
         if unknown:
             raise ValueError(f"{self.name}: jobs {sorted(unknown)} are not rpcs of its service")
-        for key, op in self.events.items():
-            source, _, event = key.partition(".")
-            if not (is_valid_name(source) and is_valid_name(event)):
-                raise ValueError(f"{self.name}: consumed event {key!r} is not <component>.<event>")
+        for event, op in self.events.items():
+            if not isinstance(event, EventName):
+                raise TypeError(f"{self.name}: consumed event {event!r} is not an EventName")
             rpc = self.rpcs.get(op)
             if rpc is None or rpc.streaming:
-                raise ValueError(f"{self.name}: event {key} needs a unary rpc, not {op!r}")
+                raise ValueError(f"{self.name}: event {event} needs a unary rpc, not {op!r}")
 
 
 def preload(components: Sequence[Component]) -> asyncio.Future[list[None]]:

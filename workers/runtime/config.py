@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     job_batch: int = Field(16, ge=1, le=1000)
     job_timeout: float = Field(300.0, gt=0, description="deadline of one job attempt")
 
+    outbox_interval: float = Field(5.0, gt=0, description="seconds between outbox flushes")
+    outbox_grace: float = Field(2.0, ge=0, description="age before the flusher takes an event")
+    files_max_bytes: int | None = Field(
+        None, ge=1, description="size limit of the files bucket when it is created; None: none"
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
 

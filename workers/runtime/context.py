@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
+from schemas.contracts import Method, Req, Res, Streaming, Unary
 from subjects import HEADER_REQUEST_ID, HEADER_TIMEOUT_MS, HEADER_USER_ID
+from subjects.events import EventName
 from workers.runtime.logs import get_logger
 from workers.runtime.telemetry import TRACE_HEADERS
 
@@ -16,8 +19,6 @@ if TYPE_CHECKING:
 
     from workers.runtime.client import Client
     from workers.runtime.events import EventPublisher
-
-M = TypeVar("M", bound=Message)
 
 
 class Context:
@@ -99,21 +100,39 @@ class Context:
         out[HEADER_TIMEOUT_MS] = str(int(self.remaining() * 1000))
         return out
 
-    async def call(self, component: str, op: str, request: Message, response: type[M]) -> M:
-        """Call another component for the same tenant, within this request's deadline."""
-        return await self._client.call(
+    async def call(self, method: Unary[Req, Res], request: Req) -> Res:
+        """Call another component for the same tenant, within this request's deadline:
+        `await ctx.call(CacheService.Get, GetRequest(key="k"))`."""
+        return await self._client.call_rpc(
             self.tenant,
-            component,
-            op,
+            method,
             request,
-            response,
             headers=self.forward_headers(),
             timeout=self.remaining(),
         )
 
-    async def emit(self, event: str, message: Message, *, msg_id: str | None = None) -> None:
-        """Publish `ai.v1.<tenant>.evt.<component>.<event>` to AI_EVENTS; `msg_id` (its
-        Nats-Msg-Id) makes a repeated publish of the same event stored once."""
-        await self._events.emit(
-            self.tenant, self.component, event, message, self.forward_headers(), msg_id=msg_id
+    def stream(self, method: Streaming[Req, Res], request: Req) -> AsyncIterator[Res]:
+        """A server-streaming call of another component, within this request's deadline."""
+        return self._client.stream_rpc(
+            self.tenant,
+            method,
+            request,
+            headers=self.forward_headers(),
+            timeout=self.remaining(),
         )
+
+    async def enqueue(self, method: Method[Req, Any], request: Req, *, msg_id: str) -> int:
+        """Publish a JetStream job for the same tenant (`ai.v1.<tenant>.job.<component>.<op>`);
+        `msg_id` is its Nats-Msg-Id, so an enqueue repeated within the duplicate window stores
+        one job. Returns the job's stream sequence."""
+        return await self._events.enqueue(
+            self.tenant, method, request, self.forward_headers(), msg_id=msg_id
+        )
+
+    async def emit(self, event: EventName, message: Message, *, msg_id: str | None = None) -> None:
+        """Publish `ai.v1.<tenant>.evt.<component>.<event>` to AI_EVENTS; `msg_id` (its
+        Nats-Msg-Id) makes a repeated publish of the same event stored once. A component
+        publishes only its own events."""
+        if event.component != self.component:
+            raise ValueError(f"{self.component} cannot publish {event}")
+        await self._events.emit(self.tenant, event, message, self.forward_headers(), msg_id=msg_id)

@@ -30,10 +30,10 @@ from subjects import (
     HEADER_STREAM_END,
     HEADER_STREAM_SEQ,
     HEADER_TIMEOUT_MS,
-    check_tenant,
     listen_subject,
     queue_group,
     template,
+    tenant_of,
 )
 from workers.runtime.client import Client
 from workers.runtime.context import Context
@@ -153,7 +153,7 @@ class RequestServer:
         sent = Sent()
         try:
             codec = codec_for(headers.get(HEADER_CONTENT_TYPE))
-            tenant = check_tenant(msg.subject.split(".", 3)[2])
+            tenant = tenant_of(msg.subject)
             if len(msg.data) > self._max_bytes:
                 raise PayloadTooLarge(
                     "request body too large", details={"limit_bytes": self._max_bytes}

@@ -34,14 +34,17 @@ from subjects import (
     HEADER_DLQ_SUBJECT,
     HEADER_MESSAGE_TYPE,
     HEADER_MSG_ID,
-    PREFIX,
     STREAM_EVENTS,
     STREAM_JOBS,
-    check_tenant,
+    dead_letter_subject,
     event_consumer,
+    filter_subject,
     job_consumer,
     listen_subject,
+    split,
+    tenant_of,
 )
+from subjects.events import EventName
 from subjects.streams import consumer_config, ensure_consumer
 from workers.runtime.client import Client
 from workers.runtime.config import Settings
@@ -81,19 +84,22 @@ class Consumption:
         )
 
     @classmethod
-    def events(cls, component: str, events: Mapping[str, str]) -> Consumption:
-        filters = []
-        for key in sorted(events):
-            source, event = key.split(".")
-            filters.append(f"{PREFIX}.*.evt.{source}.{event}")
-        return cls("event", STREAM_EVENTS, event_consumer(component), tuple(filters), events)
+    def events(cls, component: str, events: Mapping[EventName, str]) -> Consumption:
+        ordered = sorted(events)
+        return cls(
+            "event",
+            STREAM_EVENTS,
+            event_consumer(component),
+            tuple(filter_subject("evt", None, e.component, e.event) for e in ordered),
+            {str(e): events[e] for e in ordered},
+        )
 
     def route(self, subject: str) -> tuple[str, str]:
         """(route key, op) of a message's subject; op is "" when nothing here handles it."""
-        parts = subject.split(".")
-        if len(parts) != 6:
+        found = split(subject)
+        if found is None:
             return "", ""
-        key = parts[5] if self.kind == "job" else f"{parts[4]}.{parts[5]}"
+        key = found.name if self.kind == "job" else f"{found.component}.{found.name}"
         return key, self.routes.get(key, "")
 
 
@@ -249,7 +255,7 @@ class JobRunner:
         if ep is None:
             raise BadRequest(f"{self.component} has no {self.consumption.kind} operation {key!r}")
         headers = msg.headers or {}
-        tenant = check_tenant(msg.subject.split(".")[2])
+        tenant = tenant_of(msg.subject)
         if self.consumption.kind == "event":
             # Events are protobuf and name their type; one of another type is malformed here.
             wanted = ep.rpc.request.DESCRIPTOR.full_name
@@ -303,8 +309,8 @@ class JobRunner:
         return error.code
 
     async def _dead_letter(self, msg: Msg, op: str, error: ServiceError) -> None:
-        parts = msg.subject.split(".")
-        tenant = parts[2] if len(parts) == 6 else "unknown"
+        found = split(msg.subject)
+        tenant = found.tenant if found is not None else "unknown"
         sequence = msg.metadata.sequence.stream
         headers = dict(msg.headers or {})
         headers.update(
@@ -320,7 +326,7 @@ class JobRunner:
         )
         # Built from the raw tokens: a job whose tenant token is invalid is dead-lettered too.
         name = op if op and "." not in op else "unknown"
-        subject = f"{PREFIX}.{tenant}.dlq.{self.component}.{name}"
+        subject = dead_letter_subject(tenant, self.component, name)
         await self.js.publish(subject, msg.data, headers=headers, timeout=5.0)
 
     async def _keep_alive(self, msg: Msg) -> None:

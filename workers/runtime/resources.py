@@ -1,9 +1,11 @@
-"""What a process shares among its components: the NATS connection, and Redis and Postgres
-clients opened on first use (one Redis client, one asyncpg pool per process)."""
+"""What a process shares among its components: the NATS connection, and what is opened on first
+use — one Redis client, one asyncpg pool, the outbox (with its one flusher) and the files
+bucket per process."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 from nats.aio.client import Client as NATS
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
     import asyncpg
     import redis.asyncio
 
+    from workers.runtime.files import FileStore
+    from workers.runtime.outbox import Outbox
+
 
 class Resources:
     def __init__(self, nc: NATS, settings: Settings) -> None:
@@ -28,6 +33,10 @@ class Resources:
         self._redis: redis.asyncio.Redis | None = None
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        self._outbox: Outbox | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._files: FileStore | None = None
+        self._open_lock = asyncio.Lock()
 
     def redis(self) -> redis.asyncio.Redis:
         """The process's Redis-protocol client. Fails fast (within `dependency_timeout`) when
@@ -70,7 +79,39 @@ class Resources:
                 )
             return self._pool
 
+    async def outbox(self) -> Outbox:
+        """The fleet's transactional outbox on this process's pool; its flusher runs until the
+        process stops (one per process, however many components use it)."""
+        async with self._open_lock:
+            if self._outbox is None:
+                from workers.runtime.outbox import Outbox
+
+                self._outbox = await Outbox.open(
+                    await self.postgres(),
+                    self.events,
+                    grace=self.settings.outbox_grace,
+                    interval=self.settings.outbox_interval,
+                )
+                self._flusher = asyncio.create_task(self._outbox.run(), name="outbox-flusher")
+            return self._outbox
+
+    async def files(self) -> FileStore:
+        """The fleet's files bucket (JetStream Object Store), created if missing."""
+        async with self._open_lock:
+            if self._files is None:
+                from workers.runtime.files import FileStore
+
+                self._files = await FileStore.open(self.js, max_bytes=self.settings.files_max_bytes)
+            return self._files
+
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        self._outbox = None
+        self._files = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

@@ -1,0 +1,36 @@
+"""Every event of the fleet, declared once: `ai.v1.<tenant>.evt.<component>.<event>`.
+
+Publishers (`ctx.emit`, the outbox) and consumers (`Component(events=...)`, replay filters) take
+these names, never strings, so an event is spelled in one place. Keep them grouped by component.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from subjects import check_name
+
+
+class EventName(NamedTuple):
+    """One event: the component that publishes it and its name within that component."""
+
+    component: str
+    event: str
+
+    def __str__(self) -> str:
+        return f"{self.component}.{self.event}"
+
+
+def event_name(component: str, event: str) -> EventName:
+    return EventName(check_name(component), check_name(event))
+
+
+CACHE_INVALIDATED = event_name("cache", "invalidated")
+
+GATEWAY_LLM_OPERATION = event_name("gateway", "llm_operation")
+
+LLMOPS_BUDGET_EXCEEDED = event_name("llmops", "budget_exceeded")
+
+PROMPT_TEMPLATE_CREATED = event_name("prompt", "template_created")
+PROMPT_LABEL_MOVED = event_name("prompt", "label_moved")
+PROMPT_TEMPLATE_DELETED = event_name("prompt", "template_deleted")

@@ -1,0 +1,195 @@
+"""Events published after the commit of the change they report: one outbox for the fleet.
+
+A handler writes its change and `stage`s the events in the same transaction, then `publish`es
+them once the transaction committed. The event exists exactly when the change does: a rollback
+takes the event with it, and a publish that fails (NATS unreachable, a crash between commit and
+publish) leaves the row for the flusher, which every process runs: rows older than a grace
+period, claimed with `FOR UPDATE SKIP LOCKED` so processes share them, each published under its
+own tenant's subject with its own `Nats-Msg-Id`. Delivery is at least once; JetStream's duplicate
+window drops a repeat published within it.
+
+The flusher's queries span tenants on purpose: it serves no caller, it only moves each committed
+event to its own tenant's subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import asyncpg
+from google.protobuf.message import Message
+
+from subjects import HEADER_TIMEOUT_MS
+from subjects.events import EventName
+from workers.runtime.events import EventPublisher
+from workers.runtime.logs import get_logger
+from workers.runtime.postgres import migrate
+
+if TYPE_CHECKING:
+    from workers.runtime.context import Context
+
+SCHEMA = "aifleet"
+MIGRATIONS = Path(__file__).resolve().with_name("migrations")
+BATCH = 100
+log = get_logger(component="outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class StagedEvent:
+    """An event written to the outbox, to be published after its transaction commits."""
+
+    id: int
+    tenant: str
+    event: EventName
+    type: str
+    payload: bytes
+    msg_id: str
+    headers: dict[str, str]
+
+
+class Outbox:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        publisher: EventPublisher,
+        *,
+        grace: float = 2.0,
+        interval: float = 5.0,
+    ) -> None:
+        self.pool = pool
+        self._publisher = publisher
+        self.grace = grace
+        self.interval = interval
+
+    @classmethod
+    async def open(
+        cls, pool: asyncpg.Pool, publisher: EventPublisher, *, grace: float, interval: float
+    ) -> Outbox:
+        """The outbox on `pool`, its table created or brought up to date first."""
+        await migrate(pool, SCHEMA, MIGRATIONS)
+        return cls(pool, publisher, grace=grace, interval=interval)
+
+    async def stage(
+        self,
+        conn: asyncpg.Connection,
+        ctx: Context,
+        event: EventName,
+        message: Message,
+        *,
+        msg_id: str | None = None,
+    ) -> StagedEvent:
+        """Write `event` in the transaction `conn` is in, for the request `ctx` serves."""
+        if event.component != ctx.component:
+            raise ValueError(f"{ctx.component} cannot publish {event}")
+        return await self.stage_for(
+            conn, ctx.tenant, event, message, headers=ctx.forward_headers(), msg_id=msg_id
+        )
+
+    async def stage_for(
+        self,
+        conn: asyncpg.Connection,
+        tenant: str,
+        event: EventName,
+        message: Message,
+        *,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+    ) -> StagedEvent:
+        """`stage` for work that serves no request (a batch of several requests, a rebuild)."""
+        kept = {k: v for k, v in (headers or {}).items() if k != HEADER_TIMEOUT_MS}
+        staged_id = msg_id or f"{event.component}-{uuid.uuid4().hex}"
+        type_name = message.DESCRIPTOR.full_name
+        payload = message.SerializeToString()
+        row_id = await conn.fetchval(
+            "INSERT INTO aifleet.outbox"
+            " (msg_id, tenant, component, event, type, payload, headers)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING id",
+            staged_id,
+            tenant,
+            event.component,
+            event.event,
+            type_name,
+            payload,
+            json.dumps(kept),
+        )
+        return StagedEvent(row_id, tenant, event, type_name, payload, staged_id, kept)
+
+    async def publish(self, staged: StagedEvent | Sequence[StagedEvent]) -> int:
+        """Publish committed events now and forget them; returns how many went. Never raises:
+        what could not be published (or forgotten) stays for the flusher."""
+        events = [staged] if isinstance(staged, StagedEvent) else list(staged)
+        sent: list[int] = []
+        try:
+            for event in events:
+                await self._send(event)
+                sent.append(event.id)
+        except Exception as exc:
+            log.warning("event publish deferred to the outbox", error=type(exc).__name__)
+        if sent:
+            try:
+                await self.pool.execute(
+                    "DELETE FROM aifleet.outbox WHERE id = ANY($1::bigint[])", sent
+                )
+            except Exception as exc:  # published twice later at worst: deduplicated by msg_id
+                log.warning("outbox cleanup deferred", error=type(exc).__name__)
+        return len(sent)
+
+    async def flush(self, *, limit: int = BATCH) -> int:
+        """Publish rows older than the grace period (oldest first); returns how many went."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, msg_id, tenant, component, event, type, payload, headers"
+                " FROM aifleet.outbox"
+                " WHERE created_at < clock_timestamp() - make_interval(secs => $1)"
+                " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                self.grace,
+                limit,
+            )
+            sent: list[int] = []
+            for r in rows:
+                event = StagedEvent(
+                    r["id"],
+                    r["tenant"],
+                    EventName(r["component"], r["event"]),
+                    r["type"],
+                    r["payload"],
+                    r["msg_id"],
+                    json.loads(r["headers"]),
+                )
+                try:
+                    await self._send(event)
+                except Exception as exc:
+                    log.warning("outbox publish failed", error=type(exc).__name__)
+                    break
+                sent.append(event.id)
+            if sent:
+                await conn.execute("DELETE FROM aifleet.outbox WHERE id = ANY($1::bigint[])", sent)
+        return len(sent)
+
+    async def run(self) -> None:
+        """Flush every `interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                while await self.flush() == BATCH:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox flush failed", error=type(exc).__name__)
+
+    async def _send(self, event: StagedEvent) -> None:
+        await self._publisher.publish(
+            event.tenant,
+            event.event,
+            event.type,
+            event.payload,
+            dict(event.headers),
+            msg_id=event.msg_id,
+        )
