@@ -87,11 +87,13 @@ async def test_list_pages_newest_first_and_filters_by_status(
     ids = [(await store.insert_file(a, new_file(bytes([i]))))[0].file_id for i in range(5)]
     await store.start_run(a, ids[1], "r")
     first = await store.list_files(a, status="", after=None, limit=3)
-    rest = await store.list_files(a, status="", after=(first[-1].created_at, first[-1].file_id), limit=3)
+    rest = await store.list_files(
+        a, status="", after=(first[-1].created_at, first[-1].file_id), limit=3
+    )
     assert [f.file_id for f in first + rest] == ids[::-1]
-    assert [f.file_id for f in await store.list_files(a, status="processing", after=None, limit=9)] == [
-        ids[1]
-    ]
+    assert [
+        f.file_id for f in await store.list_files(a, status="processing", after=None, limit=9)
+    ] == [ids[1]]
 
 
 async def test_a_run_finishes_once_and_a_superseded_run_changes_nothing(
