@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import Base64Bytes, BaseModel
 
-from workers.embedded import EmbeddedNats, free_port
+from aifleet.embedded import EmbeddedNats, free_port
 
 BODY: dict[str, Any] = {
     "text": "The quick brown fox jumps over the lazy dog; " * 2,

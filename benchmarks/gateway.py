@@ -633,8 +633,8 @@ def main(argv: list[str] | None = None) -> None:
         (1, 1.5, 50, (20, 6), 2) if args.quick else (2, 3.5, 300, (100, 30), 5)
     )
 
+    from aifleet.embedded import EmbeddedNats, EmbeddedValkey
     from tests.support.fake_openai import FakeOpenAIProcess
-    from workers.embedded import EmbeddedNats, EmbeddedValkey
 
     load_before = os.getloadavg()
     started = time.perf_counter()

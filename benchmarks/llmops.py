@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
         run_async(serve(args.nats_url, args.database_url, tuning))
         return
 
-    from workers.embedded import EmbeddedNats, EmbeddedPostgres
+    from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="aifleet-bench-llmops-") as tmp:
         nats_server = EmbeddedNats(Path(tmp) / "nats", config=REPO / "nats-server.conf")

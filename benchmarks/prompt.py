@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         run_async(serve(args.nats_url, args.database_url))
         return
 
-    from workers.embedded import EmbeddedNats, EmbeddedPostgres
+    from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="aifleet-bench-prompt-") as tmp:
         nats_server = EmbeddedNats(Path(tmp) / "nats", config=REPO / "nats-server.conf")

@@ -36,7 +36,7 @@ from typing import IO, Any
 
 import psutil
 
-from workers.embedded import EmbeddedNats, EmbeddedValkey
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -317,7 +317,7 @@ def idle_runs(
     worker_cmd = (
         [str(aifleet), "worker", "cache"]
         if aifleet.exists()
-        else [sys.executable, "-m", "workers.cli", "worker", "cache"]
+        else [sys.executable, "-m", "aifleet.cli", "worker", "cache"]
     )
     env = {**os.environ, "NATS_URL": nats.url, "REDIS_URL": valkey.url}
     for run in range(res.options.idle_runs):

@@ -24,14 +24,14 @@ def docs_page(doc: dict[str, Any]) -> str:
                 f"{esc(p['name'])} ({p['in']})" for p in op["parameters"] if p["in"] != "header"
             )
             body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
-            ok = op["responses"]["200"]
+            status, ok = next((k, v) for k, v in op["responses"].items() if k.startswith("2"))
             rows.append(
                 "<tr>"
                 f"<td><code>{esc(method.upper())} {esc(path)}</code></td>"
                 f"<td>{esc(op.get('summary', ''))}</td>"
                 f"<td>{params or '-'}</td>"
                 f"<td><code>{esc(_name(body.get('schema', {})) or '-')}</code></td>"
-                f"<td><code>{esc(_name(_schema_of(ok)))}</code></td>"
+                f"<td>{esc(status)} <code>{esc(_name(_schema_of(ok)))}</code></td>"
                 "</tr>"
             )
     schemas = esc(json.dumps(doc["components"]["schemas"], indent=2))
@@ -42,7 +42,7 @@ def docs_page(doc: dict[str, Any]) -> str:
         f"<h1>aifleet API</h1><p>{esc(doc['info']['description'])} "
         "The machine-readable document is <a href='/openapi.json'>/openapi.json</a>.</p>"
         "<table><tr><th>route</th><th>summary</th><th>parameters</th><th>body</th>"
-        f"<th>200</th></tr>{''.join(rows)}</table>"
+        f"<th>success</th></tr>{''.join(rows)}</table>"
         "<p>Every operation answers errors as <code>aifleet.v1.Error</code> with the HTTP status "
         "of the error.</p>"
         f"<h2>Schemas</h2><pre>{schemas}</pre></body></html>"

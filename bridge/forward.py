@@ -234,22 +234,24 @@ class Forwarder:
         data = (await self.request(ex, binding.rpc, payload)).data
         if binding.response_body:
             data = _field(data, binding.response_body)
-        return JsonReply(data, ex.out)
+        return JsonReply(data, ex.out, binding.status)
 
 
 class JsonReply(Response):
-    """A 200 JSON reply sent as two ASGI messages, skipping Response's header assembly (the
-    success path of every unary call, so its cost counts)."""
+    """A successful JSON reply sent as two ASGI messages, skipping Response's header assembly
+    (the success path of every unary call, so its cost counts). 204 carries no body at all."""
 
-    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
-        self.status_code = 200
-        self.body = body
+    def __init__(self, body: bytes, headers: dict[str, str], status: int = 200) -> None:
+        self.status_code = status
+        self.body = b"" if status == 204 else body
         self.extra = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.body))]
-        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.extra.items()]
-        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.extra.items()]
+        if self.status_code != 204:
+            length = b"%d" % len(self.body)
+            raw += [(b"content-type", b"application/json"), (b"content-length", length)]
+        await send({"type": "http.response.start", "status": self.status_code, "headers": raw})
         await send({"type": "http.response.body", "body": self.body})
 
 

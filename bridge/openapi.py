@@ -206,7 +206,7 @@ def _operation(b: Binding, schemas: _Schemas, settings: BridgeSettings) -> dict[
         "operationId": f"{service.name}_{b.rpc.method.name}",
         "tags": [b.rpc.component],
         "parameters": params,
-        "responses": {"200": _success(b, schemas)},
+        "responses": {str(b.status): _success(b, schemas)},
     }
     text = schemas.docs.get(b.rpc.method.full_name)
     if text:
@@ -258,11 +258,21 @@ def _success(b: Binding, schemas: _Schemas) -> dict[str, Any]:
             "if the stream fails, then a final `end` event.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
+    if b.status == 204:
+        return {"description": _SUCCESS[204]}
     if b.response_body:
         schema = schemas.field(response.fields_by_name[b.response_body])
     else:
         schema = schemas.ref(response)
-    return {"description": "OK", "content": {"application/json": {"schema": schema}}}
+    return {"description": _SUCCESS[b.status], "content": {"application/json": {"schema": schema}}}
+
+
+_SUCCESS = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted: the work goes on after the reply, which names it",
+    204: "Done; no body",
+}
 
 
 def _leaf(desc: Descriptor, dotted: str) -> FieldDescriptor:

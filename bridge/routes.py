@@ -2,8 +2,9 @@
 
 Each annotated rpc becomes one `Binding` (plus one per `additional_bindings` entry): the HTTP
 method, the path template compiled to a matcher over the raw (still percent-encoded) path, so a
-`{key}` segment may hold an encoded `/`, and the body rule (applied by bridge/mapping.py). An
-rpc without an annotation has no route.
+`{key}` segment may hold an encoded `/`, the body rule (applied by bridge/mapping.py) and the
+success status (`option (aifleet.v1.http_status)`, 200 when unset). An rpc without an
+annotation has no route.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from bridge.errors import MethodNotAllowed, error_response
 from schemas.registry import Rpc, rpcs_of
+from schemas.v1 import options_pb2
 
 _METHODS = ("get", "put", "post", "delete", "patch")
 _SCALAR_WELL_KNOWN = frozenset(
@@ -36,6 +38,8 @@ _SCALAR_WELL_KNOWN = frozenset(
     }
 )
 MAX_QUERY_DEPTH = 3
+# What `aifleet.v1.http_status` may name: created, accepted (a job), no content (a delete).
+SUCCESS_STATUSES = frozenset({200, 201, 202, 204})
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
@@ -51,6 +55,7 @@ class Binding:
     variables: tuple[str, ...]  # field paths, in group order
     body: str  # "" (no body), "*" (whole message) or a top-level field name
     response_body: str
+    status: int = 200  # of a successful reply; 204 sends no body
 
     @property
     def request(self) -> Descriptor:
@@ -141,7 +146,21 @@ def _binding(rpc: Rpc, rule: http_pb2.HttpRule) -> Binding:
         variables=tuple(variables),
         body=rule.body,
         response_body=rule.response_body,
+        status=success_status(rpc),
     )
+
+
+def success_status(rpc: Rpc) -> int:
+    """The rpc's `aifleet.v1.http_status` (200 when unset); one the bridge cannot answer with
+    fails at start."""
+    status = rpc.method.GetOptions().Extensions[options_pb2.http_status] or 200
+    where = f"{rpc.component}.{rpc.op}"
+    if status not in SUCCESS_STATUSES:
+        allowed = ", ".join(map(str, sorted(SUCCESS_STATUSES)))
+        raise ValueError(f"{where}: http_status {status} is not one of {allowed}")
+    if rpc.streaming and status != 200:
+        raise ValueError(f"{where}: a streaming rpc answers 200 (Server-Sent Events)")
+    return status
 
 
 def resolve(desc: Descriptor, names: list[str]) -> tuple[FieldDescriptor, ...]:

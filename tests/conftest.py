@@ -19,7 +19,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NATS_CONFIG = REPO_ROOT / "nats-server.conf"

@@ -15,13 +15,13 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from bridge.config import BridgeSettings
 from bridge.server import address, bind, serve, server
 from tests.conftest import NATS_CONFIG
 from tests.support import echo  # registers the echo service: its routes exist in these tests
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.worker import Worker
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import ValidationError
 
+from aifleet.embedded import EmbeddedNats
 from bridge.app import create_app
 from bridge.config import ConfigError
 from tests.bridge.conftest import (
@@ -31,7 +32,6 @@ from tests.bridge.conftest import (
     jwt_settings,
     serving,
 )
-from workers.embedded import EmbeddedNats
 from workers.runtime.worker import Worker
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from bridge.app import CONNECTION_NAME
 from tests.bridge.conftest import bridge_settings, serving
 from tests.conftest import NatsFactory
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.worker import Worker
 
 

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from aifleet.embedded import EmbeddedNats
 from bridge import lambda_handler
 from bridge.app import CONNECTION_NAME
 from bridge.config import ConfigError
 from tests.bridge.conftest import AUDIENCE, ISSUER, SECRET, bridge_settings, hs256
-from workers.embedded import EmbeddedNats
 from workers.runtime.worker import Worker
 
 

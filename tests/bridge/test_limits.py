@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from aifleet.embedded import EmbeddedNats
 from tests.bridge.conftest import Spy, bridge_settings, serving
-from workers.embedded import EmbeddedNats
 from workers.runtime.worker import Worker
 
 LIMIT = 4096

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from tests.bridge.conftest import bridge_settings, serving
 from tests.support.fleet import running_worker
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.llmops import service as llmops
 from workers.llmops.aggregates import PERCENTILE_ERROR
 from workers.runtime.worker import Worker

@@ -17,13 +17,13 @@ import numpy as np
 import openai
 import pytest
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from tests.bridge.conftest import Spy, bridge_settings, hs256, jwt_settings, serving
 from tests.bridge.test_echo_rest import _stream_subs as inbox_subscriptions
 from tests.conftest import NatsFactory
 from tests.support.fake_openai import FakeOpenAI, Fault
 from tests.support.gateway import configure, deployment, model_list, running_gateway
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.gateway.offline import NOTICE
 from workers.runtime.worker import Worker
 

@@ -1,5 +1,6 @@
 """/openapi.json: generated from the protos, a valid OpenAPI 3.1 document, and true to the
-running bridge (schemathesis, bounded in examples and time, against the cache operations)."""
+running bridge (schemathesis, bounded in examples and time, against the cache operations and
+the test shelves, whose routes answer 201, 202 and 204)."""
 
 from __future__ import annotations
 
@@ -22,21 +23,22 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from bridge.routes import bindings
 from bridge.server import address, bind, serve, server
 from schemas.registry import services
 from tests.bridge.conftest import bridge_settings
 from tests.conftest import NATS_CONFIG
+from tests.support import shelf
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 
 EXAMPLES = 20  # per operation and mode: about 250 requests in all, a few seconds
 
 
 @pytest.fixture(scope="module")
 def live_bridge(tmp_path_factory: pytest.TempPathFactory, valkey: EmbeddedValkey) -> Iterator[str]:
-    """A nats-server, a cache worker and a dev-mode bridge on an event loop of their own (a
+    """A nats-server, cache and shelf workers and a dev-mode bridge on an event loop of their own (a
     thread), so that synchronous clients such as schemathesis can call them. Its own NATS: the
     session's has workers on the pytest loop, which does not run during a synchronous test."""
     nats_server = EmbeddedNats(tmp_path_factory.mktemp("nats-openapi"), config=NATS_CONFIG)
@@ -47,9 +49,13 @@ def live_bridge(tmp_path_factory: pytest.TempPathFactory, valkey: EmbeddedValkey
     async def main() -> None:
         stop = state["stop"] = asyncio.Event()
         state["loop"] = asyncio.get_running_loop()
-        async with running_worker([cache.component], nats_server.url, redis_url=valkey.url):
+        async with running_worker(
+            [cache.component, shelf.component], nats_server.url, redis_url=valkey.url
+        ):
             sock = bind("127.0.0.1", 0)
-            settings = bridge_settings(nats_server.url, components=["cache"], request_timeout=5)
+            settings = bridge_settings(
+                nats_server.url, components=["cache", "shelf"], request_timeout=5
+            )
             srv = server(settings, handle_signals=False)
             task = asyncio.create_task(serve(srv, sock))
             while not srv.started:
@@ -133,13 +139,16 @@ def test_auth_mode_documents_the_bearer_scheme() -> None:
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_cache_api_conforms_to_its_document(live_bridge: str, mode: GenerationMode) -> None:
+@pytest.mark.parametrize(("tag", "count"), [("cache", 6), ("shelf", 4)])
+def test_the_api_conforms_to_its_document(
+    live_bridge: str, mode: GenerationMode, tag: str, count: int
+) -> None:
     """Generated requests (valid, then invalid) never get a 5xx; every response matches the
     document: status documented, content type and body schema as declared."""
-    api = schemathesis.openapi.from_url(live_bridge + "/openapi.json").include(tag="cache")
+    api = schemathesis.openapi.from_url(live_bridge + "/openapi.json").include(tag=tag)
     results = list(api.get_all_operations())
     operations = [r.ok() for r in results if isinstance(r, Ok)]
-    assert len(operations) == 6
+    assert len(operations) == count
     checks = [
         not_a_server_error,
         response_schema_conformance,

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from tests.bridge.conftest import bridge_settings, serving
 from tests.support.fleet import running_worker
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.prompt import service as prompt
 from workers.runtime.worker import Worker
 

@@ -19,6 +19,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.v1.llmops_pb2 import LlmOperationEvent, MetricsRequest, MetricsResponse
 from subjects.streams import provision_streams
 from tests.conftest import NatsFactory
@@ -32,7 +33,6 @@ from tests.support.llmops import (
     publish_operation,
 )
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.llmops.aggregates import PERCENTILE_ERROR
 from workers.runtime.client import Client
 

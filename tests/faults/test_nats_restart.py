@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import nats
 import pytest
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from schemas.errors import ServiceError
 from schemas.v1.cache_pb2 import GetRequest, GetResponse, SetRequest, SetResponse
 from subjects import service_name
@@ -23,7 +24,6 @@ from tests.conftest import NatsFactory
 from tests.support.fleet import running_worker
 from tests.support.polling import eventually
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.client import Client
 
 pytestmark = pytest.mark.faults

@@ -12,6 +12,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats
 from schemas.errors import ServiceError
 from subjects import STREAM_JOBS, job_consumer
 from subjects.streams import provision_streams
@@ -21,7 +22,6 @@ from tests.support.fleet import running_worker
 from tests.support.jobs import RecorderDb, dead_letters, publish_job, queue_idle
 from tests.support.polling import eventually
 from tests.support.testkit_pb2 import RecordJob, RecordResult
-from workers.embedded import EmbeddedNats
 from workers.runtime.client import Client
 
 pytestmark = pytest.mark.faults

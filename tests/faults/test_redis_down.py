@@ -18,13 +18,13 @@ import pytest
 from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats
 from schemas.errors import ServiceError
 from schemas.v1.cache_pb2 import GetRequest, GetResponse, SetRequest, SetResponse
 from tests.conftest import NatsFactory, ValkeyFactory
 from tests.support.fleet import running_worker
 from tests.support.polling import eventually
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats
 from workers.runtime.client import Client
 
 pytestmark = pytest.mark.faults

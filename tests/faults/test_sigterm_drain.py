@@ -15,11 +15,11 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats
 from schemas.errors import ServiceError, Unavailable
 from tests.conftest import NatsFactory
 from tests.faults.conftest import Spawn
 from tests.support.testkit_pb2 import EchoReply, EchoRequest
-from workers.embedded import EmbeddedNats
 from workers.runtime.client import Client
 from workers.runtime.worker import settle
 

@@ -17,6 +17,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from subjects import HEADER_DLQ_DELIVERIES, HEADER_DLQ_ERROR, STREAM_JOBS, job_subject
 from subjects.streams import provision_streams
 from tests.conftest import NatsFactory
@@ -25,7 +26,6 @@ from tests.support import jobs
 from tests.support.jobs import RecorderDb, dead_letters, publish_job, queue_idle
 from tests.support.polling import eventually
 from tests.support.testkit_pb2 import RecordJob
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 
 pytestmark = pytest.mark.faults
 

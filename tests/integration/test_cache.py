@@ -15,6 +15,7 @@ from google.protobuf import json_format, struct_pb2
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from schemas.codec import JSON_CODEC, MSGPACK_CODEC, PROTOBUF_CODEC, Codec
 from schemas.v1.cache_pb2 import (
     CacheInvalidatedEvent,
@@ -43,7 +44,6 @@ from subjects import (
 )
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 

@@ -19,13 +19,13 @@ import redis.asyncio
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from schemas.v1.cache_pb2 import SetRequest
 from subjects import HEADER_CONTENT_TYPE, HEADER_ERROR_CODE
 from tests.support import wire
 from tests.support.fleet import running_worker
 from tests.support.wire import assert_error
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.worker import Worker
 
 OPS = ["get", "set", "delete", "invalidate", "clear", "stats"]

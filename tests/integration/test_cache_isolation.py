@@ -14,6 +14,7 @@ import redis.asyncio
 from google.protobuf import struct_pb2
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from schemas.v1.cache_pb2 import (
     ClearRequest,
     ClearResponse,
@@ -31,7 +32,6 @@ from schemas.v1.cache_pb2 import (
 from subjects import STREAM_EVENTS, cache_key_prefix, cache_stats_key, event_subject
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 

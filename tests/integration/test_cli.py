@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from tests.conftest import NatsFactory
 from tests.support.fleet import running_worker
 from workers.cache.service import component as cache
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.worker import Worker
 
 
@@ -23,7 +23,7 @@ async def aifleet(nats_url: str, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "workers.cli",
+        "aifleet.cli",
         *args,
         env={**os.environ, "NATS_URL": nats_url, "COLUMNS": "200"},
         stdout=asyncio.subprocess.PIPE,

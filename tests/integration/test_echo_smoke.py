@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from aifleet.embedded import EmbeddedNats
 from tests.support import echo
 from tests.support.fleet import running_worker
 from tests.support.testkit_pb2 import EchoReply, EchoRequest
-from workers.embedded import EmbeddedNats
 from workers.runtime.client import Client
 
 

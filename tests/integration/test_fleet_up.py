@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from aifleet.embedded import free_port
 from tests.support.run_worker import REPO_ROOT
-from workers.embedded import free_port
 
 
 async def cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.cli", *args,
+        sys.executable, "-m", "aifleet.cli", *args,
         cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
@@ -37,7 +37,7 @@ async def test_up_then_embed_returns_a_384_dimension_vector(tmp_path: Path) -> N
     }
     env["PYTHONPATH"] = str(REPO_ROOT)
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.cli", "up",
+        sys.executable, "-m", "aifleet.cli", "up",
         "--nats-port", str(nats_port), "--redis-port", str(redis_port), "--bridge-port", "0",
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

@@ -18,11 +18,11 @@ import redis.asyncio
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from subjects import cache_key_prefix, gateway_usage_prefix
 from tests.support import wire
 from tests.support.gateway import configure, operations, running_gateway
 from tests.support.wire import assert_error
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.worker import Worker
 
 OPS = ["generate", "generate_stream", "embed", "list_models", "rate_limits"]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.v1.gateway_pb2 import (
     EmbedRequest,
     EmbedResponse,
@@ -22,7 +23,6 @@ from schemas.v1.gateway_pb2 import (
 )
 from tests.support.gateway import configure, fresh_minute, operations, running_gateway
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.v1.gateway_pb2 import EmbedRequest, EmbedResponse, GenerateRequest, GenerateResponse
 from schemas.v1.llmops_pb2 import (
     ListOperationsRequest,
@@ -19,7 +20,6 @@ from tests.support.fleet import running_worker
 from tests.support.gateway import configure
 from tests.support.polling import eventually
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.gateway import service as gateway
 from workers.llmops import service as llmops
 from workers.runtime.client import Client

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.errors import BadRequest, NotFound, RateLimited
 from schemas.v1.gateway_pb2 import (
     EmbedRequest,
@@ -34,7 +35,6 @@ from tests.support.gateway import (
     running_gateway,
 )
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from workers.gateway.offline import NOTICE
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from schemas.errors import BadRequest, DeadlineExceeded, RateLimited, ServiceError, Unavailable
 from schemas.v1.gateway_pb2 import (
     EmbedRequest,
@@ -37,7 +38,6 @@ from tests.support.gateway import (
 )
 from tests.support.polling import eventually
 from tests.support.run_worker import WorkerProcess
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 

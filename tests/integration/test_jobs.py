@@ -19,6 +19,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.codec import JSON_CODEC, PROTOBUF_CODEC
 from subjects import (
     HEADER_DLQ_DELIVERIES,
@@ -40,7 +41,6 @@ from tests.support.jobs import RecorderDb, dead_letters, publish_job, publish_ra
 from tests.support.polling import eventually
 from tests.support.testkit_pb2 import RecordJob
 from tests.support.testkit_rpc import JobRecorderService
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.runtime.events import EventPublisher
 from workers.runtime.worker import Worker
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.v1.common_pb2 import PageRequest
 from schemas.v1.llmops_pb2 import (
     CostAnalysisRequest,
@@ -40,7 +41,6 @@ from tests.support.llmops import (
     timestamp,
 )
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.llmops import service as llmops
 from workers.llmops.aggregates import PERCENTILE_ERROR
 from workers.runtime.client import Client

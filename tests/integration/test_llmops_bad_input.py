@@ -17,10 +17,10 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from subjects import HEADER_CONTENT_TYPE, HEADER_ERROR_CODE, STREAM_EVENTS, event_subject
 from tests.support.fleet import running_worker
 from tests.support.llmops import LlmopsDb
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.llmops import service as llmops
 from workers.runtime.worker import Worker
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.v1.llmops_pb2 import (
     CostAnalysisRequest,
     CostAnalysisResponse,
@@ -30,7 +31,6 @@ from schemas.v1.llmops_pb2 import (
 from tests.support.fleet import running_worker
 from tests.support.llmops import LlmopsDb, operation, publish_operation, timestamp
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.llmops import service as llmops
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.v1.llmops_pb2 import (
     CostAnalysisRequest,
     CostAnalysisResponse,
@@ -24,7 +25,6 @@ from subjects import STREAM_EVENTS, event_subject
 from tests.support.fleet import running_worker
 from tests.support.llmops import LlmopsDb, consumer_idle, operation, publish_operation, timestamp
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.llmops import service as llmops
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
@@ -49,7 +49,7 @@ async def aifleet(nats_url: str, dsn: str, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "workers.cli",
+        "aifleet.cli",
         *args,
         env={**os.environ, "NATS_URL": nats_url, "DATABASE_URL": dsn, "COLUMNS": "200"},
         stdout=asyncio.subprocess.PIPE,

@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.codec import PROTOBUF
 from schemas.v1.llmops_pb2 import (
     CostAnalysisRequest,
@@ -45,7 +46,6 @@ from tests.support.llmops import (
     timestamp,
 )
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.llmops import service as llmops
 from workers.llmops.aggregates import PERCENTILE_ERROR, bucket_estimate
 from workers.llmops.batch import Batcher

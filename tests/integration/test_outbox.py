@@ -13,13 +13,13 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.v1.cache_pb2 import CacheInvalidatedEvent
 from subjects import HEADER_MESSAGE_TYPE, HEADER_MSG_ID
 from subjects.events import CACHE_INVALIDATED
 from subjects.streams import provision_streams
 from tests.support.events import stored_events
 from tests.support.polling import eventually
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.runtime.events import EventPublisher
 from workers.runtime.outbox import Outbox
 

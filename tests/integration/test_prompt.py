@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import struct_pb2
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.codec import JSON_CODEC, MSGPACK_CODEC, PROTOBUF_CODEC, Codec
 from schemas.errors import BadRequest, Conflict, NotFound, Unprocessable
 from schemas.v1.common_pb2 import ChatMessage, PageRequest
@@ -41,7 +42,6 @@ from subjects import HEADER_CONTENT_TYPE, HEADER_MESSAGE_TYPE, HEADER_USER_ID, r
 from tests.support.fleet import running_worker
 from tests.support.polling import eventually
 from tests.support.prompt import PromptDb, read_events
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.prompt import service as prompt
 from workers.prompt.store import PromptStore
 from workers.runtime.client import Client

@@ -19,12 +19,12 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.v1.prompt_pb2 import CreateTemplateRequest
 from tests.support import wire
 from tests.support.fleet import running_worker
 from tests.support.prompt import PromptDb, event_count
 from tests.support.wire import assert_error
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.prompt import service as prompt
 from workers.runtime.worker import Worker
 

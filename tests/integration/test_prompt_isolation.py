@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.errors import NotFound
 from schemas.v1.common_pb2 import ChatMessage
 from schemas.v1.prompt_pb2 import (
@@ -32,7 +33,6 @@ from schemas.v1.prompt_pb2 import (
 )
 from tests.support.fleet import running_worker
 from tests.support.prompt import PromptDb, event_count, read_events
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.prompt import service as prompt
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker

@@ -23,6 +23,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from schemas.codec import JSON_CODEC, MSGPACK_CODEC
 from schemas.errors import (
     BadRequest,
@@ -43,7 +44,6 @@ from subjects import (
 from tests.support import echo
 from tests.support.fleet import running_worker
 from tests.support.testkit_pb2 import EchoReply, EchoRequest
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.client import Client, raise_for_error
 from workers.runtime.config import Settings
 from workers.runtime.worker import Worker
@@ -487,7 +487,7 @@ def test_valid_environment_values_are_read(monkeypatch: pytest.MonkeyPatch) -> N
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AIFLEET_")}
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "aifleet.cli", *args],
         env={**clean, **env},
         cwd=REPO,
         capture_output=True,

@@ -27,11 +27,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from subjects import STREAM_EVENTS, event_subject, request_subject
 from tests.support import echo
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
-from workers.embedded import EmbeddedNats, EmbeddedValkey
 from workers.runtime.worker import Worker
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from workers.embedded import EmbeddedNats
+from aifleet.embedded import EmbeddedNats
 
 CONF = Path(__file__).resolve().parents[2] / "nats-server.conf"
 BEGIN = "# --- tenant-permissions example: begin ---"

@@ -23,10 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from schemas.v1 import options_pb2 as schemas_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btests/support/testkit.proto\x12\x0f\x61ifleet.testkit\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xa5\x02\n\x0b\x45\x63hoRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\x12\x0e\n\x06number\x18\x03 \x01(\x03\x12#\n\x03\x61ny\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05items\x18\x05 \x03(\t\x12\x15\n\rsleep_seconds\x18\x06 \x01(\x01\x12\r\n\x05\x63rash\x18\x07 \x01(\x08\x12\'\n\x06nested\x18\x08 \x01(\x0b\x32\x17.aifleet.testkit.Nested\x12\x38\n\x06\x63ounts\x18\t \x03(\x0b\x32(.aifleet.testkit.EchoRequest.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x17\n\x06Nested\x12\r\n\x05label\x18\x01 \x01(\t\"\x8b\x02\n\tEchoReply\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\x12\x0e\n\x06number\x18\x03 \x01(\x03\x12#\n\x03\x61ny\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05items\x18\x05 \x03(\t\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12\'\n\x06nested\x18\x08 \x01(\x0b\x32\x17.aifleet.testkit.Nested\x12\x36\n\x06\x63ounts\x18\t \x03(\x0b\x32&.aifleet.testkit.EchoReply.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"U\n\tRecordJob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nfail_times\x18\x02 \x01(\x05\x12\x0e\n\x06poison\x18\x03 \x01(\x08\x12\x15\n\rsleep_seconds\x18\x04 \x01(\x01\" \n\x0cRecordResult\x12\x10\n\x08recorded\x18\x01 \x01(\x08\x32\xd2\x01\n\x0b\x45\x63hoService\x12Y\n\x04\x45\x63ho\x12\x1c.aifleet.testkit.EchoRequest\x1a\x1a.aifleet.testkit.EchoReply\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/api/v1/echo:\x01*\x12h\n\nEchoStream\x12\x1c.aifleet.testkit.EchoRequest\x1a\x1a.aifleet.testkit.EchoReply\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/echo/stream:\x01*0\x01\x32y\n\x12JobRecorderService\x12\x63\n\x06Record\x12\x1a.aifleet.testkit.RecordJob\x1a\x1d.aifleet.testkit.RecordResult\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/jobs/record:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btests/support/testkit.proto\x12\x0f\x61ifleet.testkit\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18schemas/v1/options.proto\"\xa5\x02\n\x0b\x45\x63hoRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\x12\x0e\n\x06number\x18\x03 \x01(\x03\x12#\n\x03\x61ny\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05items\x18\x05 \x03(\t\x12\x15\n\rsleep_seconds\x18\x06 \x01(\x01\x12\r\n\x05\x63rash\x18\x07 \x01(\x08\x12\'\n\x06nested\x18\x08 \x01(\x0b\x32\x17.aifleet.testkit.Nested\x12\x38\n\x06\x63ounts\x18\t \x03(\x0b\x32(.aifleet.testkit.EchoRequest.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x17\n\x06Nested\x12\r\n\x05label\x18\x01 \x01(\t\"\x8b\x02\n\tEchoReply\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x62lob\x18\x02 \x01(\x0c\x12\x0e\n\x06number\x18\x03 \x01(\x03\x12#\n\x03\x61ny\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05items\x18\x05 \x03(\t\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12\'\n\x06nested\x18\x08 \x01(\x0b\x32\x17.aifleet.testkit.Nested\x12\x36\n\x06\x63ounts\x18\t \x03(\x0b\x32&.aifleet.testkit.EchoReply.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"U\n\tRecordJob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nfail_times\x18\x02 \x01(\x05\x12\x0e\n\x06poison\x18\x03 \x01(\x08\x12\x15\n\rsleep_seconds\x18\x04 \x01(\x01\" \n\x0cRecordResult\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"1\n\x12\x43reateShelfRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\t\"\x18\n\x08ShelfRef\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x05Shelf\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\t\x12\x15\n\rpending_sorts\x18\x03 \x03(\t\"\x1f\n\x0cSortAccepted\x12\x0f\n\x07sort_id\x18\x01 \x01(\t2\xd2\x01\n\x0b\x45\x63hoService\x12Y\n\x04\x45\x63ho\x12\x1c.aifleet.testkit.EchoRequest\x1a\x1a.aifleet.testkit.EchoReply\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/api/v1/echo:\x01*\x12h\n\nEchoStream\x12\x1c.aifleet.testkit.EchoRequest\x1a\x1a.aifleet.testkit.EchoReply\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/echo/stream:\x01*0\x01\x32y\n\x12JobRecorderService\x12\x63\n\x06Record\x12\x1a.aifleet.testkit.RecordJob\x1a\x1d.aifleet.testkit.RecordResult\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/jobs/record:\x01*2\xb2\x03\n\x0cShelfService\x12k\n\x0b\x43reateShelf\x12#.aifleet.testkit.CreateShelfRequest\x1a\x16.aifleet.testkit.Shelf\"\x1f\x88\x94#\xc9\x01\x82\xd3\xe4\x93\x02\x14\"\x0f/api/v1/shelves:\x01*\x12]\n\x08GetShelf\x12\x19.aifleet.testkit.ShelfRef\x1a\x16.aifleet.testkit.Shelf\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/shelves/{name}\x12o\n\tSortShelf\x12\x19.aifleet.testkit.ShelfRef\x1a\x1d.aifleet.testkit.SortAccepted\"(\x88\x94#\xca\x01\x82\xd3\xe4\x93\x02\x1d\"\x1b/api/v1/shelves/{name}:sort\x12\x65\n\x0b\x44\x65leteShelf\x12\x19.aifleet.testkit.ShelfRef\x1a\x16.google.protobuf.Empty\"#\x88\x94#\xcc\x01\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/shelves/{name}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,22 +45,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ECHOSERVICE'].methods_by_name['EchoStream']._serialized_options = b'\202\323\344\223\002\030\"\023/api/v1/echo/stream:\001*'
   _globals['_JOBRECORDERSERVICE'].methods_by_name['Record']._loaded_options = None
   _globals['_JOBRECORDERSERVICE'].methods_by_name['Record']._serialized_options = b'\202\323\344\223\002\030\"\023/api/v1/jobs/record:\001*'
-  _globals['_ECHOREQUEST']._serialized_start=109
-  _globals['_ECHOREQUEST']._serialized_end=402
-  _globals['_ECHOREQUEST_COUNTSENTRY']._serialized_start=357
-  _globals['_ECHOREQUEST_COUNTSENTRY']._serialized_end=402
-  _globals['_NESTED']._serialized_start=404
-  _globals['_NESTED']._serialized_end=427
-  _globals['_ECHOREPLY']._serialized_start=430
-  _globals['_ECHOREPLY']._serialized_end=697
-  _globals['_ECHOREPLY_COUNTSENTRY']._serialized_start=357
-  _globals['_ECHOREPLY_COUNTSENTRY']._serialized_end=402
-  _globals['_RECORDJOB']._serialized_start=699
-  _globals['_RECORDJOB']._serialized_end=784
-  _globals['_RECORDRESULT']._serialized_start=786
-  _globals['_RECORDRESULT']._serialized_end=818
-  _globals['_ECHOSERVICE']._serialized_start=821
-  _globals['_ECHOSERVICE']._serialized_end=1031
-  _globals['_JOBRECORDERSERVICE']._serialized_start=1033
-  _globals['_JOBRECORDERSERVICE']._serialized_end=1154
+  _globals['_SHELFSERVICE'].methods_by_name['CreateShelf']._loaded_options = None
+  _globals['_SHELFSERVICE'].methods_by_name['CreateShelf']._serialized_options = b'\210\224#\311\001\202\323\344\223\002\024\"\017/api/v1/shelves:\001*'
+  _globals['_SHELFSERVICE'].methods_by_name['GetShelf']._loaded_options = None
+  _globals['_SHELFSERVICE'].methods_by_name['GetShelf']._serialized_options = b'\202\323\344\223\002\030\022\026/api/v1/shelves/{name}'
+  _globals['_SHELFSERVICE'].methods_by_name['SortShelf']._loaded_options = None
+  _globals['_SHELFSERVICE'].methods_by_name['SortShelf']._serialized_options = b'\210\224#\312\001\202\323\344\223\002\035\"\033/api/v1/shelves/{name}:sort'
+  _globals['_SHELFSERVICE'].methods_by_name['DeleteShelf']._loaded_options = None
+  _globals['_SHELFSERVICE'].methods_by_name['DeleteShelf']._serialized_options = b'\210\224#\314\001\202\323\344\223\002\030*\026/api/v1/shelves/{name}'
+  _globals['_ECHOREQUEST']._serialized_start=164
+  _globals['_ECHOREQUEST']._serialized_end=457
+  _globals['_ECHOREQUEST_COUNTSENTRY']._serialized_start=412
+  _globals['_ECHOREQUEST_COUNTSENTRY']._serialized_end=457
+  _globals['_NESTED']._serialized_start=459
+  _globals['_NESTED']._serialized_end=482
+  _globals['_ECHOREPLY']._serialized_start=485
+  _globals['_ECHOREPLY']._serialized_end=752
+  _globals['_ECHOREPLY_COUNTSENTRY']._serialized_start=412
+  _globals['_ECHOREPLY_COUNTSENTRY']._serialized_end=457
+  _globals['_RECORDJOB']._serialized_start=754
+  _globals['_RECORDJOB']._serialized_end=839
+  _globals['_RECORDRESULT']._serialized_start=841
+  _globals['_RECORDRESULT']._serialized_end=873
+  _globals['_CREATESHELFREQUEST']._serialized_start=875
+  _globals['_CREATESHELFREQUEST']._serialized_end=924
+  _globals['_SHELFREF']._serialized_start=926
+  _globals['_SHELFREF']._serialized_end=950
+  _globals['_SHELF']._serialized_start=952
+  _globals['_SHELF']._serialized_end=1011
+  _globals['_SORTACCEPTED']._serialized_start=1013
+  _globals['_SORTACCEPTED']._serialized_end=1044
+  _globals['_ECHOSERVICE']._serialized_start=1047
+  _globals['_ECHOSERVICE']._serialized_end=1257
+  _globals['_JOBRECORDERSERVICE']._serialized_start=1259
+  _globals['_JOBRECORDERSERVICE']._serialized_end=1380
+  _globals['_SHELFSERVICE']._serialized_start=1383
+  _globals['_SHELFSERVICE']._serialized_end=1817
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,7 @@ from schemas.v1.cache_pb2 import (
 )
 from subjects.events import CACHE_INVALIDATED
 from workers.cache.store import CacheStore
+from workers.runtime import validation as check
 from workers.runtime.component import Component
 from workers.runtime.config import load_settings
 from workers.runtime.context import Context
@@ -48,12 +49,10 @@ class CacheSettings(BaseSettings):
 
 
 def _check_key(key: str, field: str = "key") -> str:
-    if not key:
-        raise BadRequest(f"{field} is required", details={"field": field})
+    """A key: printable, at most 512 bytes (a key, not a body: too long is a 400)."""
+    check.text(key, field, required=True, multiline=False)
     if len(key.encode()) > _MAX_KEY_BYTES:
         raise BadRequest(f"{field} is longer than {_MAX_KEY_BYTES} bytes", details={"field": field})
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
-        raise BadRequest(f"{field} contains control characters", details={"field": field})
     return key
 
 
@@ -124,15 +123,7 @@ class CacheService:
         return StatsResponse(hits=hits, misses=misses, keys=keys)
 
     def _ttl_ms(self, ttl_seconds: float) -> int:
-        if not math.isfinite(ttl_seconds) or ttl_seconds < 0:
-            raise BadRequest(
-                "ttl_seconds must be a finite number >= 0", details={"field": "ttl_seconds"}
-            )
-        if ttl_seconds > self.settings.max_ttl_seconds:
-            raise BadRequest(
-                "ttl_seconds exceeds the maximum",
-                details={"field": "ttl_seconds", "max": self.settings.max_ttl_seconds},
-            )
+        check.number(ttl_seconds, "ttl_seconds", minimum=0, maximum=self.settings.max_ttl_seconds)
         ttl = ttl_seconds or self.settings.default_ttl_seconds
         return max(1, math.ceil(ttl * 1000)) if ttl else 0
 

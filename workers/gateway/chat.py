@@ -7,16 +7,16 @@ Every check names the offending field; nothing reaches a provider that the contr
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
 import jsonschema
 from google.protobuf import json_format
 
-from schemas.errors import BadRequest, PayloadTooLarge
+from schemas.errors import BadRequest
 from schemas.v1.common_pb2 import ChatMessage, ToolCall
 from schemas.v1.gateway_pb2 import GenerateRequest, Usage
+from workers.runtime import validation as check
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_MESSAGES = 1024
@@ -24,7 +24,7 @@ MAX_TOKENS_LIMIT = 1_000_000
 MAX_METADATA_BYTES = 16 * 1024
 MAX_AGENT_ID = 128
 MAX_CACHE_TTL_S = 30 * 86_400
-_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}\Z")
 
 
 def _bad(message: str, field: str) -> BadRequest:
@@ -37,8 +37,7 @@ def chat_params(req: GenerateRequest) -> dict[str, Any]:
         raise _bad("give prompt or messages, not both", "prompt")
     if not req.prompt and not req.messages:
         raise _bad("prompt or messages is required", "messages")
-    if len(req.messages) > MAX_MESSAGES:
-        raise _bad(f"at most {MAX_MESSAGES} messages", "messages")
+    check.integer(len(req.messages), "messages", maximum=MAX_MESSAGES)
     messages = (
         [{"role": "user", "content": req.prompt}]
         if req.prompt
@@ -46,9 +45,9 @@ def chat_params(req: GenerateRequest) -> dict[str, Any]:
     )
     params: dict[str, Any] = {"messages": messages}
     if req.HasField("max_tokens"):
-        if not 1 <= req.max_tokens <= MAX_TOKENS_LIMIT:
-            raise _bad(f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT}", "max_tokens")
-        params["max_tokens"] = req.max_tokens
+        params["max_tokens"] = check.integer(
+            req.max_tokens, "max_tokens", minimum=1, maximum=MAX_TOKENS_LIMIT
+        )
     for name, low, high in (
         ("temperature", 0.0, 2.0),
         ("top_p", 0.0, 1.0),
@@ -56,10 +55,7 @@ def chat_params(req: GenerateRequest) -> dict[str, Any]:
         ("frequency_penalty", -2.0, 2.0),
     ):
         if req.HasField(name):  # type: ignore[arg-type]
-            value = getattr(req, name)
-            if not (math.isfinite(value) and low <= value <= high):
-                raise _bad(f"{name} must be between {low:g} and {high:g}", name)
-            params[name] = value
+            params[name] = check.number(getattr(req, name), name, minimum=low, maximum=high)
     if req.stop:
         if len(req.stop) > 4 or any(not s for s in req.stop):
             raise _bad("stop takes at most 4 non-empty sequences", "stop")
@@ -75,27 +71,21 @@ def chat_params(req: GenerateRequest) -> dict[str, Any]:
     if req.HasField("response_format"):
         params["response_format"] = _response_format(req)
     check_agent_id(req.agent_id)
-    if req.HasField("metadata") and req.metadata.ByteSize() > MAX_METADATA_BYTES:
-        raise PayloadTooLarge("metadata is larger than 16 KiB", details={"field": "metadata"})
+    if req.HasField("metadata"):
+        check.struct(req.metadata, "metadata", max_bytes=MAX_METADATA_BYTES)
     cache = req.cache
-    if cache.ttl_seconds > MAX_CACHE_TTL_S:
-        raise _bad(f"cache.ttl_seconds is at most {MAX_CACHE_TTL_S}", "cache.ttl_seconds")
-    if not (math.isfinite(cache.similarity_threshold) and 0 <= cache.similarity_threshold <= 1):
-        raise _bad(
-            "cache.similarity_threshold must be between 0 and 1", "cache.similarity_threshold"
-        )
+    check.number(cache.ttl_seconds, "cache.ttl_seconds", minimum=0, maximum=MAX_CACHE_TTL_S)
+    check.number(cache.similarity_threshold, "cache.similarity_threshold", minimum=0, maximum=1)
     return params
 
 
 def check_agent_id(agent_id: str) -> None:
-    if len(agent_id) > MAX_AGENT_ID:
-        raise _bad(f"agent_id is longer than {MAX_AGENT_ID} characters", "agent_id")
+    check.text(agent_id, "agent_id", max_chars=MAX_AGENT_ID, multiline=False)
 
 
 def _message(m: ChatMessage, i: int) -> dict[str, Any]:
     where = f"messages[{i}]"
-    if m.role not in ROLES:
-        raise _bad(f"{where}.role must be one of {sorted(ROLES)}", f"{where}.role")
+    check.choice(m.role, f"{where}.role", ROLES)
     out: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.name:
         out["name"] = m.name
@@ -112,8 +102,8 @@ def _message(m: ChatMessage, i: int) -> dict[str, Any]:
         ]
         if not m.content:
             out["content"] = None
-    elif not m.content:
-        raise _bad(f"{where}.content is empty", f"{where}.content")
+    else:
+        check.text(m.content, f"{where}.content", required=True, control=True)
     if m.role == "tool":
         if not m.tool_call_id:
             raise _bad("tool messages need tool_call_id", f"{where}.tool_call_id")
@@ -126,10 +116,7 @@ def _tool(tool: Any, i: int) -> dict[str, Any]:
     if tool.type not in ("", "function"):
         raise _bad(f"{where}.type must be function", f"{where}.type")
     fn = tool.function
-    if not _TOOL_NAME.match(fn.name):
-        raise _bad(
-            f"{where}.function.name must match [a-zA-Z0-9_-]{{1,64}}", f"{where}.function.name"
-        )
+    check.identifier(fn.name, f"{where}.function.name", pattern=_TOOL_NAME)
     out: dict[str, Any] = {"name": fn.name}
     if fn.description:
         out["description"] = fn.description

@@ -38,6 +38,7 @@ from workers.gateway.limits import TenantQuota
 from workers.gateway.outbox import EventOutbox
 from workers.gateway.responses import ResponseCache
 from workers.gateway.store import MIGRATIONS, SCHEMA, SemanticCache
+from workers.runtime import validation as check
 from workers.runtime.component import Component
 from workers.runtime.config import load_settings
 from workers.runtime.context import Context
@@ -147,21 +148,14 @@ class GatewayService:
 
     async def embed(self, ctx: Context, req: EmbedRequest) -> EmbedResponse:
         alias = self.router.resolve(req.model, "embedding")
-        if not 1 <= len(req.texts) <= MAX_TEXTS:
-            raise BadRequest(f"texts takes 1 to {MAX_TEXTS} texts", details={"field": "texts"})
+        check.integer(len(req.texts), "texts", minimum=1, maximum=MAX_TEXTS)
         for i, text in enumerate(req.texts):
+            check.text(text, f"texts[{i}]", max_chars=MAX_TEXT_CHARS, control=True)
             if not text.strip():
                 raise BadRequest(f"texts[{i}] is empty", details={"field": f"texts[{i}]"})
-            if len(text) > MAX_TEXT_CHARS:
-                raise BadRequest(
-                    f"texts[{i}] is longer than {MAX_TEXT_CHARS} characters",
-                    details={"field": f"texts[{i}]"},
-                )
         check_agent_id(req.agent_id)
-        if req.HasField("dimensions") and not 1 <= req.dimensions <= 65_536:
-            raise BadRequest(
-                "dimensions must be between 1 and 65536", details={"field": "dimensions"}
-            )
+        if req.HasField("dimensions"):
+            check.integer(req.dimensions, "dimensions", minimum=1, maximum=65_536)
         limits = self.config.limits_of(ctx.tenant)
         await self.quota.admit(ctx.tenant, limits)
         op = Operation("embeddings", alias, metadata={"texts": len(req.texts)})

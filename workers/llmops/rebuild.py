@@ -13,6 +13,8 @@ writers of operations wait for that recount.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import nats
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -42,12 +44,9 @@ BATCH = MAX_BATCH
 err = Console(stderr=True)
 
 
-async def rebuild(settings: Settings, since: str, tenant: str | None) -> int:
+async def rebuild(settings: Settings, start: datetime, tenant: str | None) -> int:
     """Exit code: 0 done, 2 invalid arguments or configuration, 3 NATS unreachable."""
-    from workers.inspect import parse_time
-
     try:
-        start = parse_time(since)
         subject = filter_subject("evt", tenant, "gateway", "llm_operation")
     except (ValueError, ServiceError) as exc:
         err.print(f"[red]invalid argument:[/red] {exc}")

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -26,11 +26,16 @@ def settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        err.print("[red]invalid configuration:[/red]")
-        for e in exc.errors():
-            name = "AIFLEET_" + ".".join(str(p) for p in e["loc"]).upper()
-            err.print(f"  {name}: {e['msg']}")
-        raise typer.Exit(2) from None
+        invalid("configuration", "AIFLEET_", exc)
+
+
+def invalid(what: str, prefix: str, exc: ValidationError) -> NoReturn:
+    """Name every invalid variable (`prefix` + field) and exit with status 2."""
+    err.print(f"[red]invalid {what}:[/red]")
+    for e in exc.errors():
+        name = prefix + ".".join(str(p) for p in e["loc"]).upper() if e["loc"] else prefix + "*"
+        err.print(f"  {name}: {e['msg']}")
+    raise typer.Exit(2) from None
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -56,7 +61,7 @@ def up(
 ) -> None:
     """Start the whole fleet on this machine: embedded servers (unless NATS_URL, DATABASE_URL or
     REDIS_URL name real ones), every component and the HTTP bridge, until Ctrl-C."""
-    from workers.fleet import run_fleet
+    from aifleet.fleet import run_fleet
     from workers.runtime.telemetry import configure as configure_telemetry
 
     base = settings()
@@ -99,11 +104,7 @@ def bridge_command(
     try:
         bridge_settings = BridgeSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        err.print("[red]invalid bridge configuration:[/red]")
-        for e in exc.errors():
-            name = "AIFLEET_BRIDGE_" + ".".join(str(p) for p in e["loc"]).upper()
-            err.print(f"  {name if e['loc'] else 'AIFLEET_BRIDGE_*'}: {e['msg']}")
-        raise typer.Exit(2) from None
+        invalid("bridge configuration", "AIFLEET_BRIDGE_", exc)
     shutdown = configure_telemetry("aifleet-bridge", base.otel_endpoint)
     try:
         run(run_bridge(bridge_settings, err.print))
@@ -154,7 +155,7 @@ def call(
     user: Annotated[str | None, typer.Option(help="X-User-ID header")] = None,
 ) -> None:
     """Call one operation over NATS and print the decoded reply as JSON."""
-    from workers.inspect import call_operation
+    from aifleet.calls import call_operation
 
     configure_logging("WARNING", "console")
     code = run(call_operation(settings(), operation, body, tenant, timeout, user))
@@ -166,7 +167,7 @@ def status(
     wait: Annotated[float, typer.Option(help="seconds to collect discovery answers")] = 0.5,
 ) -> None:
     """Every running component instance, its endpoints and stats (NATS micro discovery)."""
-    from workers.inspect import show_status
+    from aifleet.discovery import show_status
 
     configure_logging("WARNING", "console")
     raise typer.Exit(run(show_status(settings(), wait)))
@@ -175,7 +176,7 @@ def status(
 @app.command()
 def streams() -> None:
     """Provision the JetStream streams (create missing, never overwrite) and show them."""
-    from workers.inspect import show_streams
+    from aifleet.discovery import show_streams
 
     configure_logging("WARNING", "console")
     raise typer.Exit(run(show_streams(settings())))
@@ -193,7 +194,7 @@ def replay(
     follow: Annotated[bool, typer.Option(help="keep printing new events")] = False,
 ) -> None:
     """Print events from AI_EVENTS as JSON lines, oldest first."""
-    from workers.inspect import replay_events
+    from aifleet.replay import replay_events
 
     configure_logging("WARNING", "console")
     raise typer.Exit(run(replay_events(settings(), tenant, component, event, since, until, follow)))
@@ -209,10 +210,16 @@ def llmops_rebuild(
     tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
 ) -> None:
     """Insert the llm_operation events of AI_EVENTS (from --since) missing from the tables."""
+    from aifleet.replay import parse_time
     from workers.llmops.rebuild import rebuild
 
     configure_logging("WARNING", "console")
-    raise typer.Exit(run(rebuild(settings(), since, tenant)))
+    try:
+        start = parse_time(since)
+    except ValueError as exc:
+        err.print(f"[red]invalid argument:[/red] {exc}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(run(rebuild(settings(), start, tenant)))
 
 
 def main() -> None:

