@@ -35,7 +35,7 @@ from tests.support.ingestion import (
     stored_events,
     wait_for_status,
 )
-from workers.embedded import EmbeddedNats, EmbeddedPostgres
+from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from workers.ingestion import service as ingestion
 from workers.ingestion.errors import UnsupportedType
 from workers.runtime import validation as check

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.ingestion import IngestionDb
-from workers.embedded import EmbeddedPostgres
+from aifleet.embedded import EmbeddedPostgres
 from workers.ingestion.store import IngestionStore, NewFile, Outcome, PartOutOfOrder, TooLarge
 
 

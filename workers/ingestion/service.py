@@ -206,13 +206,13 @@ class IngestionService:
             return await self._run_job(ctx, req)
         if req.run_id:
             raise BadRequest("run_id is set by the component", details={"field": "run_id"})
-        record = await self._file(ctx, req.file_id)
         options = (
             check_options(req.options, max_pages=self.settings.max_pages)
             if req.HasField("options")
             else None
         )
         auto_ingest = req.auto_ingest if req.HasField("auto_ingest") else None
+        record = await self._file(ctx, req.file_id)
         started = await self._start_run(ctx, record, auto_ingest, options, on_queue_failure="raise")
         return ProcessFileResponse(file=file_message(started), run_id=started.run_id)
 
