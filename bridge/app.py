@@ -33,6 +33,7 @@ from bridge.limits import RateLimiter
 from bridge.openai import openai_routes
 from bridge.openapi import document
 from bridge.routes import RpcRoute, bindings, rpc_routes
+from bridge.upload import MultipartUpload
 from schemas.errors import Internal, ServiceError, Unavailable
 from schemas.registry import services
 from workers.runtime.client import Client
@@ -152,7 +153,8 @@ class Bridge:
                 Route("/docs", docs, methods=["GET"]),
             ]
         routes += openai_routes(self.forwarder)
-        routes += rpc_routes(self.bindings, self.forwarder)
+        # The one rpc with a route of its own: a multipart file upload (bridge/upload.py).
+        routes += rpc_routes(self.bindings, MultipartUpload(self.forwarder, self.client))
         return routes
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.ingestion import IngestionDb
 from aifleet.embedded import EmbeddedPostgres
+from tests.support.ingestion import IngestionDb
 from workers.ingestion.store import IngestionStore, NewFile, Outcome, PartOutOfOrder, TooLarge
 
 

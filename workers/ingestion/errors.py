@@ -1,18 +1,13 @@
-"""The refusals of file processing, in the fleet's error shape.
-
-`UnsupportedType` is 415 (what was detected is named); `schemas.errors` has no 415 yet, since
-until now only the bridge refused media types. It belongs beside the others there.
-"""
+"""The refusals of file processing, in the fleet's error shape: 415 naming the detected type,
+422 with the parser's reason."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from schemas.errors import ServiceError, Unprocessable
+from schemas.errors import Unprocessable, UnsupportedMediaType
 
-
-class UnsupportedType(ServiceError):
-    status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
+UnsupportedType = UnsupportedMediaType
 
 
 def unsupported(detected: str, supported: tuple[str, ...]) -> UnsupportedType:

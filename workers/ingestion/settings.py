@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.ingestion.limits import ParseLimits
@@ -33,12 +33,6 @@ class IngestionSettings(BaseSettings):
     rag_wait_seconds: float = Field(
         150.0, gt=0, description="how long a run waits for RAG to finish a large document"
     )
-
-    @model_validator(mode="after")
-    def _part_fits(self) -> IngestionSettings:
-        if self.part_bytes > self.max_file_bytes:
-            raise ValueError("part_bytes cannot exceed max_file_bytes")
-        return self
 
     def parse_limits(self) -> ParseLimits:
         return ParseLimits(
