@@ -29,7 +29,7 @@ from schemas.v1 import common_pb2 as schemas_dot_v1_dot_common__pb2
 from schemas.v1 import options_pb2 as schemas_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aschemas/v1/ingestion.proto\x12\naifleet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schemas/v1/common.proto\x1a\x18schemas/v1/options.proto\"{\n\x11ProcessingOptions\x12\x12\n\nchunk_size\x18\x01 \x01(\r\x12\x15\n\rchunk_overlap\x18\x02 \x01(\r\x12\x11\n\tmax_pages\x18\x03 \x01(\r\x12\x11\n\thtml_mode\x18\x04 \x01(\t\x12\x15\n\rcsv_delimiter\x18\x05 \x01(\t\"\xbf\x04\n\x04\x46ile\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x15\n\rdetected_type\x18\x04 \x01(\t\x12\x1d\n\x15\x64\x65\x63lared_content_type\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x10\n\x08progress\x18\t \x01(\x01\x12\x12\n\npages_done\x18\n \x01(\r\x12\x13\n\x0bpages_total\x18\x0b \x01(\r\x12\x12\n\ncharacters\x18\x0c \x01(\x04\x12\x10\n\x08sections\x18\r \x01(\r\x12\x13\n\x0b\x64ocument_id\x18\x0e \x01(\t\x12\"\n\x07\x66\x61ilure\x18\x0f \x01(\x0b\x32\x11.aifleet.v1.Error\x12)\n\x08metadata\x18\x10 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x61uto_ingest\x18\x11 \x01(\x08\x12.\n\x07options\x18\x12 \x01(\x0b\x32\x1d.aifleet.v1.ProcessingOptions\x12.\n\ncreated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cprocessed_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf4\x01\n\rUploadRequest\x12\x13\n\x0bobject_name\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x0b\x61uto_ingest\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12.\n\x07options\x18\x08 \x01(\x0b\x32\x1d.aifleet.v1.ProcessingOptionsB\x0e\n\x0c_auto_ingest\"\xb5\x01\n\x0eUploadResponse\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x15\n\rdetected_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x07 \x01(\x08\x12\x1e\n\x04\x66ile\x18\x08 \x01(\x0b\x32\x10.aifleet.v1.File\"!\n\x0eGetFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"1\n\x0fGetFileResponse\x12\x1e\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x10.aifleet.v1.File\"I\n\x10ListFilesRequest\x12%\n\x04page\x18\x01 \x01(\x0b\x32\x17.aifleet.v1.PageRequest\x12\x0e\n\x06status\x18\x02 \x01(\t\"\\\n\x11ListFilesResponse\x12\x1f\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x10.aifleet.v1.File\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.aifleet.v1.PageResponse\"=\n\x11\x44\x65leteFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65lete_document\x18\x02 \x01(\x08\"?\n\x12\x44\x65leteFileResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x18\n\x10\x64ocument_deleted\x18\x02 \x01(\x08\"\x8f\x01\n\x12ProcessFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x18\n\x0b\x61uto_ingest\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.aifleet.v1.ProcessingOptions\x12\x0e\n\x06run_id\x18\x04 \x01(\tB\x0e\n\x0c_auto_ingest\"E\n\x13ProcessFileResponse\x12\x1e\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x10.aifleet.v1.File\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"Q\n\x12StartUploadRequest\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"\x84\x01\n\x13StartUploadResponse\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\npart_bytes\x18\x02 \x01(\r\x12\x16\n\x0emax_file_bytes\x18\x03 \x01(\x04\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x11UploadPartRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"7\n\x12UploadPartResponse\x12\r\n\x05parts\x18\x01 \x01(\r\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"\x83\x01\n\x16IngestionProgressEvent\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x12\n\npages_done\x18\x04 \x01(\r\x12\x13\n\x0bpages_total\x18\x05 \x01(\r\x12\x10\n\x08progress\x18\x06 \x01(\x01\"\xa8\x01\n\x11\x46ileIngestedEvent\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x15\n\rdetected_type\x18\x04 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x05 \x01(\t\x12\r\n\x05pages\x18\x06 \x01(\r\x12\x12\n\ncharacters\x18\x07 \x01(\x04\x12\x10\n\x08sections\x18\x08 \x01(\r\"i\n\x0f\x46ileFailedEvent\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\"\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x11.aifleet.v1.Error2\xe4\x06\n\x10IngestionService\x12i\n\x06Upload\x12\x19.aifleet.v1.UploadRequest\x1a\x1a.aifleet.v1.UploadResponse\"(\x88\x94#\xc9\x01\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/ingestion/upload:\x01*\x12m\n\x07GetFile\x12\x1a.aifleet.v1.GetFileRequest\x1a\x1b.aifleet.v1.GetFileResponse\")\x82\xd3\xe4\x93\x02#\x12!/api/v1/ingestion/files/{file_id}\x12i\n\tListFiles\x12\x1c.aifleet.v1.ListFilesRequest\x1a\x1d.aifleet.v1.ListFilesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/ingestion/files\x12v\n\nDeleteFile\x12\x1d.aifleet.v1.DeleteFileRequest\x1a\x1e.aifleet.v1.DeleteFileResponse\")\x82\xd3\xe4\x93\x02#*!/api/v1/ingestion/files/{file_id}\x12\x89\x01\n\x0bProcessFile\x12\x1e.aifleet.v1.ProcessFileRequest\x1a\x1f.aifleet.v1.ProcessFileResponse\"9\x88\x94#\xca\x01\x82\xd3\xe4\x93\x02.\")/api/v1/ingestion/files/{file_id}/process:\x01*\x12y\n\x0bStartUpload\x12\x1e.aifleet.v1.StartUploadRequest\x1a\x1f.aifleet.v1.StartUploadResponse\")\x88\x94#\xc9\x01\x82\xd3\xe4\x93\x02\x1e\"\x19/api/v1/ingestion/uploads:\x01*\x12\x8b\x01\n\nUploadPart\x12\x1d.aifleet.v1.UploadPartRequest\x1a\x1e.aifleet.v1.UploadPartResponse\">\x82\xd3\xe4\x93\x02\x38\x1a\x33/api/v1/ingestion/uploads/{upload_id}/parts/{index}:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aschemas/v1/ingestion.proto\x12\naifleet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schemas/v1/common.proto\x1a\x18schemas/v1/options.proto\"{\n\x11ProcessingOptions\x12\x12\n\nchunk_size\x18\x01 \x01(\r\x12\x15\n\rchunk_overlap\x18\x02 \x01(\r\x12\x11\n\tmax_pages\x18\x03 \x01(\r\x12\x11\n\thtml_mode\x18\x04 \x01(\t\x12\x15\n\rcsv_delimiter\x18\x05 \x01(\t\"\xcf\x04\n\x04\x46ile\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x15\n\rdetected_type\x18\x04 \x01(\t\x12\x1d\n\x15\x64\x65\x63lared_content_type\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x0e\n\x06status\x18\x08 \x01(\t\x12\x10\n\x08progress\x18\t \x01(\x01\x12\x12\n\npages_done\x18\n \x01(\r\x12\x13\n\x0bpages_total\x18\x0b \x01(\r\x12\x12\n\ncharacters\x18\x0c \x01(\x04\x12\x10\n\x08sections\x18\r \x01(\r\x12\x13\n\x0b\x64ocument_id\x18\x0e \x01(\t\x12\"\n\x07\x66\x61ilure\x18\x0f \x01(\x0b\x32\x11.aifleet.v1.Error\x12)\n\x08metadata\x18\x10 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x61uto_ingest\x18\x11 \x01(\x08\x12.\n\x07options\x18\x12 \x01(\x0b\x32\x1d.aifleet.v1.ProcessingOptions\x12.\n\ncreated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cprocessed_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06run_id\x18\x16 \x01(\t\"\xf4\x01\n\rUploadRequest\x12\x13\n\x0bobject_name\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x0b\x61uto_ingest\x18\x07 \x01(\x08H\x00\x88\x01\x01\x12.\n\x07options\x18\x08 \x01(\x0b\x32\x1d.aifleet.v1.ProcessingOptionsB\x0e\n\x0c_auto_ingest\"\xb5\x01\n\x0eUploadResponse\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x15\n\rdetected_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x07 \x01(\x08\x12\x1e\n\x04\x66ile\x18\x08 \x01(\x0b\x32\x10.aifleet.v1.File\"!\n\x0eGetFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"1\n\x0fGetFileResponse\x12\x1e\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x10.aifleet.v1.File\"I\n\x10ListFilesRequest\x12%\n\x04page\x18\x01 \x01(\x0b\x32\x17.aifleet.v1.PageRequest\x12\x0e\n\x06status\x18\x02 \x01(\t\"\\\n\x11ListFilesResponse\x12\x1f\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x10.aifleet.v1.File\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.aifleet.v1.PageResponse\"=\n\x11\x44\x65leteFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65lete_document\x18\x02 \x01(\x08\"?\n\x12\x44\x65leteFileResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x18\n\x10\x64ocument_deleted\x18\x02 \x01(\x08\"\x8f\x01\n\x12ProcessFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x18\n\x0b\x61uto_ingest\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.aifleet.v1.ProcessingOptions\x12\x0e\n\x06run_id\x18\x04 \x01(\tB\x0e\n\x0c_auto_ingest\"E\n\x13ProcessFileResponse\x12\x1e\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x10.aifleet.v1.File\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"Q\n\x12StartUploadRequest\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"\x84\x01\n\x13StartUploadResponse\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x12\n\npart_bytes\x18\x02 \x01(\r\x12\x16\n\x0emax_file_bytes\x18\x03 \x01(\x04\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x11UploadPartRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"7\n\x12UploadPartResponse\x12\r\n\x05parts\x18\x01 \x01(\r\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"\x83\x01\n\x16IngestionProgressEvent\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x12\n\npages_done\x18\x04 \x01(\r\x12\x13\n\x0bpages_total\x18\x05 \x01(\r\x12\x10\n\x08progress\x18\x06 \x01(\x01\"\xa8\x01\n\x11\x46ileIngestedEvent\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x15\n\rdetected_type\x18\x04 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x05 \x01(\t\x12\r\n\x05pages\x18\x06 \x01(\r\x12\x12\n\ncharacters\x18\x07 \x01(\x04\x12\x10\n\x08sections\x18\x08 \x01(\r\"i\n\x0f\x46ileFailedEvent\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\"\n\x07\x66\x61ilure\x18\x04 \x01(\x0b\x32\x11.aifleet.v1.Error2\xe4\x06\n\x10IngestionService\x12i\n\x06Upload\x12\x19.aifleet.v1.UploadRequest\x1a\x1a.aifleet.v1.UploadResponse\"(\x88\x94#\xc9\x01\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/ingestion/upload:\x01*\x12m\n\x07GetFile\x12\x1a.aifleet.v1.GetFileRequest\x1a\x1b.aifleet.v1.GetFileResponse\")\x82\xd3\xe4\x93\x02#\x12!/api/v1/ingestion/files/{file_id}\x12i\n\tListFiles\x12\x1c.aifleet.v1.ListFilesRequest\x1a\x1d.aifleet.v1.ListFilesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/ingestion/files\x12v\n\nDeleteFile\x12\x1d.aifleet.v1.DeleteFileRequest\x1a\x1e.aifleet.v1.DeleteFileResponse\")\x82\xd3\xe4\x93\x02#*!/api/v1/ingestion/files/{file_id}\x12\x89\x01\n\x0bProcessFile\x12\x1e.aifleet.v1.ProcessFileRequest\x1a\x1f.aifleet.v1.ProcessFileResponse\"9\x88\x94#\xca\x01\x82\xd3\xe4\x93\x02.\")/api/v1/ingestion/files/{file_id}/process:\x01*\x12y\n\x0bStartUpload\x12\x1e.aifleet.v1.StartUploadRequest\x1a\x1f.aifleet.v1.StartUploadResponse\")\x88\x94#\xc9\x01\x82\xd3\xe4\x93\x02\x1e\"\x19/api/v1/ingestion/uploads:\x01*\x12\x8b\x01\n\nUploadPart\x12\x1d.aifleet.v1.UploadPartRequest\x1a\x1e.aifleet.v1.UploadPartResponse\">\x82\xd3\xe4\x93\x02\x38\x1a\x33/api/v1/ingestion/uploads/{upload_id}/parts/{index}:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,41 +53,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROCESSINGOPTIONS']._serialized_start=186
   _globals['_PROCESSINGOPTIONS']._serialized_end=309
   _globals['_FILE']._serialized_start=312
-  _globals['_FILE']._serialized_end=887
-  _globals['_UPLOADREQUEST']._serialized_start=890
-  _globals['_UPLOADREQUEST']._serialized_end=1134
-  _globals['_UPLOADRESPONSE']._serialized_start=1137
-  _globals['_UPLOADRESPONSE']._serialized_end=1318
-  _globals['_GETFILEREQUEST']._serialized_start=1320
-  _globals['_GETFILEREQUEST']._serialized_end=1353
-  _globals['_GETFILERESPONSE']._serialized_start=1355
-  _globals['_GETFILERESPONSE']._serialized_end=1404
-  _globals['_LISTFILESREQUEST']._serialized_start=1406
-  _globals['_LISTFILESREQUEST']._serialized_end=1479
-  _globals['_LISTFILESRESPONSE']._serialized_start=1481
-  _globals['_LISTFILESRESPONSE']._serialized_end=1573
-  _globals['_DELETEFILEREQUEST']._serialized_start=1575
-  _globals['_DELETEFILEREQUEST']._serialized_end=1636
-  _globals['_DELETEFILERESPONSE']._serialized_start=1638
-  _globals['_DELETEFILERESPONSE']._serialized_end=1701
-  _globals['_PROCESSFILEREQUEST']._serialized_start=1704
-  _globals['_PROCESSFILEREQUEST']._serialized_end=1847
-  _globals['_PROCESSFILERESPONSE']._serialized_start=1849
-  _globals['_PROCESSFILERESPONSE']._serialized_end=1918
-  _globals['_STARTUPLOADREQUEST']._serialized_start=1920
-  _globals['_STARTUPLOADREQUEST']._serialized_end=2001
-  _globals['_STARTUPLOADRESPONSE']._serialized_start=2004
-  _globals['_STARTUPLOADRESPONSE']._serialized_end=2136
-  _globals['_UPLOADPARTREQUEST']._serialized_start=2138
-  _globals['_UPLOADPARTREQUEST']._serialized_end=2205
-  _globals['_UPLOADPARTRESPONSE']._serialized_start=2207
-  _globals['_UPLOADPARTRESPONSE']._serialized_end=2262
-  _globals['_INGESTIONPROGRESSEVENT']._serialized_start=2265
-  _globals['_INGESTIONPROGRESSEVENT']._serialized_end=2396
-  _globals['_FILEINGESTEDEVENT']._serialized_start=2399
-  _globals['_FILEINGESTEDEVENT']._serialized_end=2567
-  _globals['_FILEFAILEDEVENT']._serialized_start=2569
-  _globals['_FILEFAILEDEVENT']._serialized_end=2674
-  _globals['_INGESTIONSERVICE']._serialized_start=2677
-  _globals['_INGESTIONSERVICE']._serialized_end=3545
+  _globals['_FILE']._serialized_end=903
+  _globals['_UPLOADREQUEST']._serialized_start=906
+  _globals['_UPLOADREQUEST']._serialized_end=1150
+  _globals['_UPLOADRESPONSE']._serialized_start=1153
+  _globals['_UPLOADRESPONSE']._serialized_end=1334
+  _globals['_GETFILEREQUEST']._serialized_start=1336
+  _globals['_GETFILEREQUEST']._serialized_end=1369
+  _globals['_GETFILERESPONSE']._serialized_start=1371
+  _globals['_GETFILERESPONSE']._serialized_end=1420
+  _globals['_LISTFILESREQUEST']._serialized_start=1422
+  _globals['_LISTFILESREQUEST']._serialized_end=1495
+  _globals['_LISTFILESRESPONSE']._serialized_start=1497
+  _globals['_LISTFILESRESPONSE']._serialized_end=1589
+  _globals['_DELETEFILEREQUEST']._serialized_start=1591
+  _globals['_DELETEFILEREQUEST']._serialized_end=1652
+  _globals['_DELETEFILERESPONSE']._serialized_start=1654
+  _globals['_DELETEFILERESPONSE']._serialized_end=1717
+  _globals['_PROCESSFILEREQUEST']._serialized_start=1720
+  _globals['_PROCESSFILEREQUEST']._serialized_end=1863
+  _globals['_PROCESSFILERESPONSE']._serialized_start=1865
+  _globals['_PROCESSFILERESPONSE']._serialized_end=1934
+  _globals['_STARTUPLOADREQUEST']._serialized_start=1936
+  _globals['_STARTUPLOADREQUEST']._serialized_end=2017
+  _globals['_STARTUPLOADRESPONSE']._serialized_start=2020
+  _globals['_STARTUPLOADRESPONSE']._serialized_end=2152
+  _globals['_UPLOADPARTREQUEST']._serialized_start=2154
+  _globals['_UPLOADPARTREQUEST']._serialized_end=2221
+  _globals['_UPLOADPARTRESPONSE']._serialized_start=2223
+  _globals['_UPLOADPARTRESPONSE']._serialized_end=2278
+  _globals['_INGESTIONPROGRESSEVENT']._serialized_start=2281
+  _globals['_INGESTIONPROGRESSEVENT']._serialized_end=2412
+  _globals['_FILEINGESTEDEVENT']._serialized_start=2415
+  _globals['_FILEINGESTEDEVENT']._serialized_end=2583
+  _globals['_FILEFAILEDEVENT']._serialized_start=2585
+  _globals['_FILEFAILEDEVENT']._serialized_end=2690
+  _globals['_INGESTIONSERVICE']._serialized_start=2693
+  _globals['_INGESTIONSERVICE']._serialized_end=3561
 # @@protoc_insertion_point(module_scope)

@@ -110,6 +110,7 @@ class File(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     PROCESSED_AT_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     file_id: _builtins.str
     """Assigned by the component (a UUID)."""
     file_name: _builtins.str
@@ -142,6 +143,8 @@ class File(_message.Message):
     """The RAG document holding the text, once ingested (`rag.get_document`)."""
     auto_ingest: _builtins.bool
     """Whether processing goes on into RAG (`rag.create_document`)."""
+    run_id: _builtins.str
+    """The current (or last) processing run, as the progress and outcome events name it."""
     @_builtins.property
     def failure(self) -> _common_pb2.Error:
         """Why processing failed (status `failed`): the error code (UNSUPPORTED_MEDIA_TYPE,
@@ -186,10 +189,11 @@ class File(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         processed_at: _timestamp_pb2.Timestamp | None = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "failure", b"failure", "metadata", b"metadata", "options", b"options", "processed_at", b"processed_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_ingest", b"auto_ingest", "characters", b"characters", "created_at", b"created_at", "declared_content_type", b"declared_content_type", "detected_type", b"detected_type", "document_id", b"document_id", "failure", b"failure", "file_id", b"file_id", "file_name", b"file_name", "metadata", b"metadata", "options", b"options", "pages_done", b"pages_done", "pages_total", b"pages_total", "processed_at", b"processed_at", "progress", b"progress", "sections", b"sections", "sha256", b"sha256", "size_bytes", b"size_bytes", "status", b"status", "title", b"title", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_ingest", b"auto_ingest", "characters", b"characters", "created_at", b"created_at", "declared_content_type", b"declared_content_type", "detected_type", b"detected_type", "document_id", b"document_id", "failure", b"failure", "file_id", b"file_id", "file_name", b"file_name", "metadata", b"metadata", "options", b"options", "pages_done", b"pages_done", "pages_total", b"pages_total", "processed_at", b"processed_at", "progress", b"progress", "run_id", b"run_id", "sections", b"sections", "sha256", b"sha256", "size_bytes", b"size_bytes", "status", b"status", "title", b"title", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -115,4 +115,5 @@ def file_message(record: FileRecord) -> File:
         created_at=_timestamp(record.created_at),
         updated_at=_timestamp(record.updated_at),
         processed_at=_timestamp(record.processed_at),
+        run_id=record.run_id,
     )
