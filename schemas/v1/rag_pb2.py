@@ -26,9 +26,10 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from schemas.v1 import common_pb2 as schemas_dot_v1_dot_common__pb2
+from schemas.v1 import options_pb2 as schemas_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14schemas/v1/rag.proto\x12\naifleet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schemas/v1/common.proto\"\xdd\x03\n\x08\x44ocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x08 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\t \x01(\t\x12\x15\n\rcontent_chars\x18\n \x01(\x04\x12\x12\n\nchunk_size\x18\x0b \x01(\r\x12\x15\n\rchunk_overlap\x18\x0c \x01(\r\x12\x17\n\x0f\x65mbedding_model\x18\r \x01(\t\x12\x1c\n\x14\x65mbedding_dimensions\x18\x0e \x01(\r\x12\x17\n\x0f\x63hunks_embedded\x18\x0f \x01(\r\x12\x14\n\x0c\x63hunks_total\x18\x10 \x01(\r\x12\x0f\n\x07\x63ontent\x18\x11 \x01(\t\x12.\n\ncreated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x01\n\x15\x43reateDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\nchunk_size\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x1a\n\rchunk_overlap\x18\x07 \x01(\rH\x01\x88\x01\x01\x42\r\n\x0b_chunk_sizeB\x10\n\x0e_chunk_overlap\"a\n\x16\x43reateDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.aifleet.v1.Document\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x0e\n\x06job_id\x18\x03 \x01(\t\"B\n\x12GetDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_content\x18\x02 \x01(\x08\"=\n\x13GetDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.aifleet.v1.Document\"\xa0\x02\n\x15UpdateDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x12\n\x05title\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06source\x18\x04 \x01(\tH\x02\x88\x01\x01\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treprocess\x18\x06 \x01(\x08\x12\x17\n\nchunk_size\x18\x07 \x01(\rH\x03\x88\x01\x01\x12\x1a\n\rchunk_overlap\x18\x08 \x01(\rH\x04\x88\x01\x01\x42\x08\n\x06_titleB\n\n\x08_contentB\t\n\x07_sourceB\r\n\x0b_chunk_sizeB\x10\n\x0e_chunk_overlap\"S\n\x16UpdateDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.aifleet.v1.Document\x12\x11\n\trechunked\x18\x02 \x01(\x08\",\n\x15\x44\x65leteDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x63hunks_deleted\x18\x01 \x01(\r\"\x90\x01\n\x14ListDocumentsRequest\x12%\n\x04page\x18\x01 \x01(\x0b\x32\x17.aifleet.v1.PageRequest\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x31\n\x10metadata_filters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06status\x18\x04 \x01(\t\"h\n\x15ListDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.aifleet.v1.Document\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.aifleet.v1.PageResponse\"\xd6\x01\n\rSearchRequest\x12\x12\n\nquery_text\x18\x01 \x01(\t\x12\x17\n\x0fquery_embedding\x18\x02 \x03(\x02\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x16\n\tthreshold\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x31\n\x10metadata_filters\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x0e\n\x06rerank\x18\x07 \x01(\t\x12\x12\n\nskip_cache\x18\x08 \x01(\x08\x42\x0c\n\n_threshold\"\x8b\x02\n\x0cSearchResult\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x12\n\nsimilarity\x18\x06 \x01(\x01\x12\x0e\n\x06source\x18\x07 \x01(\t\x12)\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05start\x18\t \x01(\x04\x12\x0b\n\x03\x65nd\x18\n \x01(\x04\x12\x0f\n\x07version\x18\x0b \x01(\r\x12\x13\n\x0bvector_rank\x18\x0c \x01(\r\x12\x14\n\x0ckeyword_rank\x18\r \x01(\r\"q\n\x0eSearchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.aifleet.v1.SearchResult\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x12\x16\n\x0e\x63orpus_version\x18\x03 \x01(\x04\x12\x0c\n\x04mode\x18\x04 \x01(\t\"\xc3\x02\n\x0cQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x16\n\tthreshold\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x31\n\x10metadata_filters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0e\x65nable_rewrite\x18\x05 \x01(\x08\x12&\n\x1e\x65nable_hallucination_detection\x18\x06 \x01(\x08\x12\x13\n\x0b\x61nswer_mode\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x17\n\nmax_tokens\x18\t \x01(\rH\x01\x88\x01\x01\x12\x0c\n\x04mode\x18\n \x01(\t\x12\x0e\n\x06rerank\x18\x0b \x01(\t\x12\x12\n\nskip_cache\x18\x0c \x01(\x08\x42\x0c\n\n_thresholdB\r\n\x0b_max_tokens\"\x94\x01\n\x08\x43itation\x12\x16\n\x0esentence_index\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x04\x12\x0f\n\x07markers\x18\x04 \x03(\r\x12\x16\n\x0eresult_indexes\x18\x05 \x03(\r\x12\x14\n\x0c\x64ocument_ids\x18\x06 \x03(\t\x12\x15\n\rchunk_indexes\x18\x07 \x03(\r\"x\n\x11SentenceGrounding\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07support\x18\x02 \x01(\x01\x12\x19\n\x11\x62\x65st_result_index\x18\x03 \x01(\x05\x12\x10\n\x08grounded\x18\x04 \x01(\x08\x12\x17\n\x0finvalid_markers\x18\x05 \x03(\r\"L\n\x06Source\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\r\"\xb7\x03\n\rQueryResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\'\n\tcitations\x18\x02 \x03(\x0b\x32\x14.aifleet.v1.Citation\x12+\n\tdocuments\x18\x03 \x03(\x0b\x32\x18.aifleet.v1.SearchResult\x12#\n\x07sources\x18\x04 \x03(\x0b\x32\x12.aifleet.v1.Source\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x11\n\tno_answer\x18\x06 \x01(\x08\x12\x13\n\x0b\x61nswer_mode\x18\x07 \x01(\t\x12\x17\n\x0fretrieval_query\x18\x08 \x01(\t\x12\x17\n\x0frewrite_applied\x18\t \x01(\x08\x12\x14\n\x0crewrite_note\x18\n \x01(\t\x12\x30\n\tgrounding\x18\x0b \x03(\x0b\x32\x1d.aifleet.v1.SentenceGrounding\x12\x14\n\x0cgroundedness\x18\x0c \x01(\x01\x12\x1d\n\x15hallucination_checked\x18\r \x01(\x08\x12\x11\n\tsentences\x18\x0e \x03(\t\x12\r\n\x05model\x18\x0f \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x10 \x01(\x08\"\x83\x01\n\nQueryChunk\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.aifleet.v1.SearchResult\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12+\n\x08response\x18\x04 \x01(\x0b\x32\x19.aifleet.v1.QueryResponse\"\x10\n\x0eReembedRequest\"X\n\x0fReembedResponse\x12\x17\n\x0f\x64ocuments_stale\x18\x01 \x01(\r\x12\x1c\n\x14\x64ocuments_reembedded\x18\x02 \x01(\r\x12\x0e\n\x06job_id\x18\x03 \x01(\t\"\xa0\x01\n\x15\x44ocumentIngestedEvent\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x07 \x01(\t\"T\n\x14\x44ocumentDeletedEvent\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x03 \x01(\r\"\x8b\x01\n\x15\x44ocumentProgressEvent\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x17\n\x0f\x63hunks_embedded\x18\x04 \x01(\r\x12\x14\n\x0c\x63hunks_total\x18\x05 \x01(\r\x12\r\n\x05\x65rror\x18\x06 \x01(\t2\x92\x08\n\nRagService\x12y\n\x0e\x43reateDocument\x12!.aifleet.v1.CreateDocumentRequest\x1a\".aifleet.v1.CreateDocumentResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/rag/documents:\x01*\x12{\n\x0bGetDocument\x12\x1e.aifleet.v1.GetDocumentRequest\x1a\x1f.aifleet.v1.GetDocumentResponse\"+\x82\xd3\xe4\x93\x02%\x12#/api/v1/rag/documents/{document_id}\x12\x87\x01\n\x0eUpdateDocument\x12!.aifleet.v1.UpdateDocumentRequest\x1a\".aifleet.v1.UpdateDocumentResponse\".\x82\xd3\xe4\x93\x02(\x1a#/api/v1/rag/documents/{document_id}:\x01*\x12\x84\x01\n\x0e\x44\x65leteDocument\x12!.aifleet.v1.DeleteDocumentRequest\x1a\".aifleet.v1.DeleteDocumentResponse\"+\x82\xd3\xe4\x93\x02%*#/api/v1/rag/documents/{document_id}\x12s\n\rListDocuments\x12 .aifleet.v1.ListDocumentsRequest\x1a!.aifleet.v1.ListDocumentsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/rag/documents\x12^\n\x06Search\x12\x19.aifleet.v1.SearchRequest\x1a\x1a.aifleet.v1.SearchResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/rag/search:\x01*\x12Z\n\x05Query\x12\x18.aifleet.v1.QueryRequest\x1a\x19.aifleet.v1.QueryResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/rag/query:\x01*\x12\x66\n\x0bQueryStream\x12\x18.aifleet.v1.QueryRequest\x1a\x16.aifleet.v1.QueryChunk\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/rag/query/stream:\x01*0\x01\x12\x62\n\x07Reembed\x12\x1a.aifleet.v1.ReembedRequest\x1a\x1b.aifleet.v1.ReembedResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/rag/reembed:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14schemas/v1/rag.proto\x12\naifleet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17schemas/v1/common.proto\x1a\x18schemas/v1/options.proto\"\xdd\x03\n\x08\x44ocument\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x0f\n\x07version\x18\x07 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x08 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\t \x01(\t\x12\x15\n\rcontent_chars\x18\n \x01(\x04\x12\x12\n\nchunk_size\x18\x0b \x01(\r\x12\x15\n\rchunk_overlap\x18\x0c \x01(\r\x12\x17\n\x0f\x65mbedding_model\x18\r \x01(\t\x12\x1c\n\x14\x65mbedding_dimensions\x18\x0e \x01(\r\x12\x17\n\x0f\x63hunks_embedded\x18\x0f \x01(\r\x12\x14\n\x0c\x63hunks_total\x18\x10 \x01(\r\x12\x0f\n\x07\x63ontent\x18\x11 \x01(\t\x12.\n\ncreated_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x01\n\x15\x43reateDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\nchunk_size\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x1a\n\rchunk_overlap\x18\x07 \x01(\rH\x01\x88\x01\x01\x42\r\n\x0b_chunk_sizeB\x10\n\x0e_chunk_overlap\"a\n\x16\x43reateDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.aifleet.v1.Document\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x0e\n\x06job_id\x18\x03 \x01(\t\"B\n\x12GetDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_content\x18\x02 \x01(\x08\"=\n\x13GetDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.aifleet.v1.Document\"\xa0\x02\n\x15UpdateDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x12\n\x05title\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06source\x18\x04 \x01(\tH\x02\x88\x01\x01\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\treprocess\x18\x06 \x01(\x08\x12\x17\n\nchunk_size\x18\x07 \x01(\rH\x03\x88\x01\x01\x12\x1a\n\rchunk_overlap\x18\x08 \x01(\rH\x04\x88\x01\x01\x42\x08\n\x06_titleB\n\n\x08_contentB\t\n\x07_sourceB\r\n\x0b_chunk_sizeB\x10\n\x0e_chunk_overlap\"S\n\x16UpdateDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.aifleet.v1.Document\x12\x11\n\trechunked\x18\x02 \x01(\x08\",\n\x15\x44\x65leteDocumentRequest\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x63hunks_deleted\x18\x01 \x01(\r\"\x90\x01\n\x14ListDocumentsRequest\x12%\n\x04page\x18\x01 \x01(\x0b\x32\x17.aifleet.v1.PageRequest\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x31\n\x10metadata_filters\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06status\x18\x04 \x01(\t\"h\n\x15ListDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.aifleet.v1.Document\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.aifleet.v1.PageResponse\"\xf2\x01\n\rSearchRequest\x12\x12\n\nquery_text\x18\x01 \x01(\t\x12\x17\n\x0fquery_embedding\x18\x02 \x03(\x02\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x16\n\tthreshold\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x31\n\x10metadata_filters\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x0e\n\x06rerank\x18\x07 \x01(\t\x12\x12\n\nskip_cache\x18\x08 \x01(\x08\x12\x1a\n\x12\x64istinct_documents\x18\t \x01(\x08\x42\x0c\n\n_threshold\"\x8b\x02\n\x0cSearchResult\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x12\n\nsimilarity\x18\x06 \x01(\x01\x12\x0e\n\x06source\x18\x07 \x01(\t\x12)\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05start\x18\t \x01(\x04\x12\x0b\n\x03\x65nd\x18\n \x01(\x04\x12\x0f\n\x07version\x18\x0b \x01(\r\x12\x13\n\x0bvector_rank\x18\x0c \x01(\r\x12\x14\n\x0ckeyword_rank\x18\r \x01(\r\"q\n\x0eSearchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.aifleet.v1.SearchResult\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x12\x16\n\x0e\x63orpus_version\x18\x03 \x01(\x04\x12\x0c\n\x04mode\x18\x04 \x01(\t\"\xc3\x02\n\x0cQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\r\x12\x16\n\tthreshold\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x31\n\x10metadata_filters\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0e\x65nable_rewrite\x18\x05 \x01(\x08\x12&\n\x1e\x65nable_hallucination_detection\x18\x06 \x01(\x08\x12\x13\n\x0b\x61nswer_mode\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x17\n\nmax_tokens\x18\t \x01(\rH\x01\x88\x01\x01\x12\x0c\n\x04mode\x18\n \x01(\t\x12\x0e\n\x06rerank\x18\x0b \x01(\t\x12\x12\n\nskip_cache\x18\x0c \x01(\x08\x42\x0c\n\n_thresholdB\r\n\x0b_max_tokens\"\x94\x01\n\x08\x43itation\x12\x16\n\x0esentence_index\x18\x01 \x01(\r\x12\r\n\x05start\x18\x02 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x04\x12\x0f\n\x07markers\x18\x04 \x03(\r\x12\x16\n\x0eresult_indexes\x18\x05 \x03(\r\x12\x14\n\x0c\x64ocument_ids\x18\x06 \x03(\t\x12\x15\n\rchunk_indexes\x18\x07 \x03(\r\"x\n\x11SentenceGrounding\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07support\x18\x02 \x01(\x01\x12\x19\n\x11\x62\x65st_result_index\x18\x03 \x01(\x05\x12\x10\n\x08grounded\x18\x04 \x01(\x08\x12\x17\n\x0finvalid_markers\x18\x05 \x03(\r\"L\n\x06Source\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06\x63hunks\x18\x04 \x01(\r\"\xb7\x03\n\rQueryResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\'\n\tcitations\x18\x02 \x03(\x0b\x32\x14.aifleet.v1.Citation\x12+\n\tdocuments\x18\x03 \x03(\x0b\x32\x18.aifleet.v1.SearchResult\x12#\n\x07sources\x18\x04 \x03(\x0b\x32\x12.aifleet.v1.Source\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x11\n\tno_answer\x18\x06 \x01(\x08\x12\x13\n\x0b\x61nswer_mode\x18\x07 \x01(\t\x12\x17\n\x0fretrieval_query\x18\x08 \x01(\t\x12\x17\n\x0frewrite_applied\x18\t \x01(\x08\x12\x14\n\x0crewrite_note\x18\n \x01(\t\x12\x30\n\tgrounding\x18\x0b \x03(\x0b\x32\x1d.aifleet.v1.SentenceGrounding\x12\x14\n\x0cgroundedness\x18\x0c \x01(\x01\x12\x1d\n\x15hallucination_checked\x18\r \x01(\x08\x12\x11\n\tsentences\x18\x0e \x03(\t\x12\r\n\x05model\x18\x0f \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x10 \x01(\x08\"\x83\x01\n\nQueryChunk\x12+\n\tdocuments\x18\x01 \x03(\x0b\x32\x18.aifleet.v1.SearchResult\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12+\n\x08response\x18\x04 \x01(\x0b\x32\x19.aifleet.v1.QueryResponse\"\x10\n\x0eReembedRequest\"X\n\x0fReembedResponse\x12\x17\n\x0f\x64ocuments_stale\x18\x01 \x01(\r\x12\x1c\n\x14\x64ocuments_reembedded\x18\x02 \x01(\r\x12\x0e\n\x06job_id\x18\x03 \x01(\t\"\xa0\x01\n\x15\x44ocumentIngestedEvent\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x07 \x01(\t\"T\n\x14\x44ocumentDeletedEvent\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x03 \x01(\r\"\x8b\x01\n\x15\x44ocumentProgressEvent\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x17\n\x0f\x63hunks_embedded\x18\x04 \x01(\r\x12\x14\n\x0c\x63hunks_total\x18\x05 \x01(\r\x12\r\n\x05\x65rror\x18\x06 \x01(\t2\xa1\x08\n\nRagService\x12~\n\x0e\x43reateDocument\x12!.aifleet.v1.CreateDocumentRequest\x1a\".aifleet.v1.CreateDocumentResponse\"%\x88\x94#\xc9\x01\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/rag/documents:\x01*\x12{\n\x0bGetDocument\x12\x1e.aifleet.v1.GetDocumentRequest\x1a\x1f.aifleet.v1.GetDocumentResponse\"+\x82\xd3\xe4\x93\x02%\x12#/api/v1/rag/documents/{document_id}\x12\x87\x01\n\x0eUpdateDocument\x12!.aifleet.v1.UpdateDocumentRequest\x1a\".aifleet.v1.UpdateDocumentResponse\".\x82\xd3\xe4\x93\x02(\x1a#/api/v1/rag/documents/{document_id}:\x01*\x12\x89\x01\n\x0e\x44\x65leteDocument\x12!.aifleet.v1.DeleteDocumentRequest\x1a\".aifleet.v1.DeleteDocumentResponse\"0\x88\x94#\xcc\x01\x82\xd3\xe4\x93\x02%*#/api/v1/rag/documents/{document_id}\x12s\n\rListDocuments\x12 .aifleet.v1.ListDocumentsRequest\x1a!.aifleet.v1.ListDocumentsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/rag/documents\x12^\n\x06Search\x12\x19.aifleet.v1.SearchRequest\x1a\x1a.aifleet.v1.SearchResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/rag/search:\x01*\x12Z\n\x05Query\x12\x18.aifleet.v1.QueryRequest\x1a\x19.aifleet.v1.QueryResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/rag/query:\x01*\x12\x66\n\x0bQueryStream\x12\x18.aifleet.v1.QueryRequest\x1a\x16.aifleet.v1.QueryChunk\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/rag/query/stream:\x01*0\x01\x12g\n\x07Reembed\x12\x1a.aifleet.v1.ReembedRequest\x1a\x1b.aifleet.v1.ReembedResponse\"#\x88\x94#\xca\x01\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/rag/reembed:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,13 +37,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'schemas.v1.rag_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RAGSERVICE'].methods_by_name['CreateDocument']._loaded_options = None
-  _globals['_RAGSERVICE'].methods_by_name['CreateDocument']._serialized_options = b'\202\323\344\223\002\032\"\025/api/v1/rag/documents:\001*'
+  _globals['_RAGSERVICE'].methods_by_name['CreateDocument']._serialized_options = b'\210\224#\311\001\202\323\344\223\002\032\"\025/api/v1/rag/documents:\001*'
   _globals['_RAGSERVICE'].methods_by_name['GetDocument']._loaded_options = None
   _globals['_RAGSERVICE'].methods_by_name['GetDocument']._serialized_options = b'\202\323\344\223\002%\022#/api/v1/rag/documents/{document_id}'
   _globals['_RAGSERVICE'].methods_by_name['UpdateDocument']._loaded_options = None
   _globals['_RAGSERVICE'].methods_by_name['UpdateDocument']._serialized_options = b'\202\323\344\223\002(\032#/api/v1/rag/documents/{document_id}:\001*'
   _globals['_RAGSERVICE'].methods_by_name['DeleteDocument']._loaded_options = None
-  _globals['_RAGSERVICE'].methods_by_name['DeleteDocument']._serialized_options = b'\202\323\344\223\002%*#/api/v1/rag/documents/{document_id}'
+  _globals['_RAGSERVICE'].methods_by_name['DeleteDocument']._serialized_options = b'\210\224#\314\001\202\323\344\223\002%*#/api/v1/rag/documents/{document_id}'
   _globals['_RAGSERVICE'].methods_by_name['ListDocuments']._loaded_options = None
   _globals['_RAGSERVICE'].methods_by_name['ListDocuments']._serialized_options = b'\202\323\344\223\002\027\022\025/api/v1/rag/documents'
   _globals['_RAGSERVICE'].methods_by_name['Search']._loaded_options = None
@@ -52,57 +53,57 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RAGSERVICE'].methods_by_name['QueryStream']._loaded_options = None
   _globals['_RAGSERVICE'].methods_by_name['QueryStream']._serialized_options = b'\202\323\344\223\002\035\"\030/api/v1/rag/query/stream:\001*'
   _globals['_RAGSERVICE'].methods_by_name['Reembed']._loaded_options = None
-  _globals['_RAGSERVICE'].methods_by_name['Reembed']._serialized_options = b'\202\323\344\223\002\030\"\023/api/v1/rag/reembed:\001*'
-  _globals['_DOCUMENT']._serialized_start=155
-  _globals['_DOCUMENT']._serialized_end=632
-  _globals['_CREATEDOCUMENTREQUEST']._serialized_start=635
-  _globals['_CREATEDOCUMENTREQUEST']._serialized_end=856
-  _globals['_CREATEDOCUMENTRESPONSE']._serialized_start=858
-  _globals['_CREATEDOCUMENTRESPONSE']._serialized_end=955
-  _globals['_GETDOCUMENTREQUEST']._serialized_start=957
-  _globals['_GETDOCUMENTREQUEST']._serialized_end=1023
-  _globals['_GETDOCUMENTRESPONSE']._serialized_start=1025
-  _globals['_GETDOCUMENTRESPONSE']._serialized_end=1086
-  _globals['_UPDATEDOCUMENTREQUEST']._serialized_start=1089
-  _globals['_UPDATEDOCUMENTREQUEST']._serialized_end=1377
-  _globals['_UPDATEDOCUMENTRESPONSE']._serialized_start=1379
-  _globals['_UPDATEDOCUMENTRESPONSE']._serialized_end=1462
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=1464
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=1508
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=1510
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=1558
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=1561
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=1705
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=1707
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=1811
-  _globals['_SEARCHREQUEST']._serialized_start=1814
-  _globals['_SEARCHREQUEST']._serialized_end=2028
-  _globals['_SEARCHRESULT']._serialized_start=2031
-  _globals['_SEARCHRESULT']._serialized_end=2298
-  _globals['_SEARCHRESPONSE']._serialized_start=2300
-  _globals['_SEARCHRESPONSE']._serialized_end=2413
-  _globals['_QUERYREQUEST']._serialized_start=2416
-  _globals['_QUERYREQUEST']._serialized_end=2739
-  _globals['_CITATION']._serialized_start=2742
-  _globals['_CITATION']._serialized_end=2890
-  _globals['_SENTENCEGROUNDING']._serialized_start=2892
-  _globals['_SENTENCEGROUNDING']._serialized_end=3012
-  _globals['_SOURCE']._serialized_start=3014
-  _globals['_SOURCE']._serialized_end=3090
-  _globals['_QUERYRESPONSE']._serialized_start=3093
-  _globals['_QUERYRESPONSE']._serialized_end=3532
-  _globals['_QUERYCHUNK']._serialized_start=3535
-  _globals['_QUERYCHUNK']._serialized_end=3666
-  _globals['_REEMBEDREQUEST']._serialized_start=3668
-  _globals['_REEMBEDREQUEST']._serialized_end=3684
-  _globals['_REEMBEDRESPONSE']._serialized_start=3686
-  _globals['_REEMBEDRESPONSE']._serialized_end=3774
-  _globals['_DOCUMENTINGESTEDEVENT']._serialized_start=3777
-  _globals['_DOCUMENTINGESTEDEVENT']._serialized_end=3937
-  _globals['_DOCUMENTDELETEDEVENT']._serialized_start=3939
-  _globals['_DOCUMENTDELETEDEVENT']._serialized_end=4023
-  _globals['_DOCUMENTPROGRESSEVENT']._serialized_start=4026
-  _globals['_DOCUMENTPROGRESSEVENT']._serialized_end=4165
-  _globals['_RAGSERVICE']._serialized_start=4168
-  _globals['_RAGSERVICE']._serialized_end=5210
+  _globals['_RAGSERVICE'].methods_by_name['Reembed']._serialized_options = b'\210\224#\312\001\202\323\344\223\002\030\"\023/api/v1/rag/reembed:\001*'
+  _globals['_DOCUMENT']._serialized_start=181
+  _globals['_DOCUMENT']._serialized_end=658
+  _globals['_CREATEDOCUMENTREQUEST']._serialized_start=661
+  _globals['_CREATEDOCUMENTREQUEST']._serialized_end=882
+  _globals['_CREATEDOCUMENTRESPONSE']._serialized_start=884
+  _globals['_CREATEDOCUMENTRESPONSE']._serialized_end=981
+  _globals['_GETDOCUMENTREQUEST']._serialized_start=983
+  _globals['_GETDOCUMENTREQUEST']._serialized_end=1049
+  _globals['_GETDOCUMENTRESPONSE']._serialized_start=1051
+  _globals['_GETDOCUMENTRESPONSE']._serialized_end=1112
+  _globals['_UPDATEDOCUMENTREQUEST']._serialized_start=1115
+  _globals['_UPDATEDOCUMENTREQUEST']._serialized_end=1403
+  _globals['_UPDATEDOCUMENTRESPONSE']._serialized_start=1405
+  _globals['_UPDATEDOCUMENTRESPONSE']._serialized_end=1488
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=1490
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=1534
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=1536
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=1584
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=1587
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=1731
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=1733
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=1837
+  _globals['_SEARCHREQUEST']._serialized_start=1840
+  _globals['_SEARCHREQUEST']._serialized_end=2082
+  _globals['_SEARCHRESULT']._serialized_start=2085
+  _globals['_SEARCHRESULT']._serialized_end=2352
+  _globals['_SEARCHRESPONSE']._serialized_start=2354
+  _globals['_SEARCHRESPONSE']._serialized_end=2467
+  _globals['_QUERYREQUEST']._serialized_start=2470
+  _globals['_QUERYREQUEST']._serialized_end=2793
+  _globals['_CITATION']._serialized_start=2796
+  _globals['_CITATION']._serialized_end=2944
+  _globals['_SENTENCEGROUNDING']._serialized_start=2946
+  _globals['_SENTENCEGROUNDING']._serialized_end=3066
+  _globals['_SOURCE']._serialized_start=3068
+  _globals['_SOURCE']._serialized_end=3144
+  _globals['_QUERYRESPONSE']._serialized_start=3147
+  _globals['_QUERYRESPONSE']._serialized_end=3586
+  _globals['_QUERYCHUNK']._serialized_start=3589
+  _globals['_QUERYCHUNK']._serialized_end=3720
+  _globals['_REEMBEDREQUEST']._serialized_start=3722
+  _globals['_REEMBEDREQUEST']._serialized_end=3738
+  _globals['_REEMBEDRESPONSE']._serialized_start=3740
+  _globals['_REEMBEDRESPONSE']._serialized_end=3828
+  _globals['_DOCUMENTINGESTEDEVENT']._serialized_start=3831
+  _globals['_DOCUMENTINGESTEDEVENT']._serialized_end=3991
+  _globals['_DOCUMENTDELETEDEVENT']._serialized_start=3993
+  _globals['_DOCUMENTDELETEDEVENT']._serialized_end=4077
+  _globals['_DOCUMENTPROGRESSEVENT']._serialized_start=4080
+  _globals['_DOCUMENTPROGRESSEVENT']._serialized_end=4219
+  _globals['_RAGSERVICE']._serialized_start=4222
+  _globals['_RAGSERVICE']._serialized_end=5279
 # @@protoc_insertion_point(module_scope)

@@ -456,13 +456,14 @@ class SearchRequest(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     RERANK_FIELD_NUMBER: _builtins.int
     SKIP_CACHE_FIELD_NUMBER: _builtins.int
+    DISTINCT_DOCUMENTS_FIELD_NUMBER: _builtins.int
     query_text: _builtins.str
     """The query text; give it, a query_embedding, or both (text for the keyword leg)."""
     top_k: _builtins.int
     """1 to 100; 0 means the default (10)."""
     threshold: _builtins.float
     """Keep only chunks whose cosine similarity to the query (-1 to 1) is at least this; the
-    offline MiniLM model gives related passages ~0.3-0.6, unrelated ones ~0-0.15.
+    offline MiniLM model gives related passages ~0.25-0.6, unrelated ones ~0-0.15.
     """
     mode: _builtins.str
     """hybrid (default), vector or keyword."""
@@ -472,6 +473,10 @@ class SearchRequest(_message.Message):
     """
     skip_cache: _builtins.bool
     """Do not read or write the result cache."""
+    distinct_documents: _builtins.bool
+    """At most one chunk per document (its best): each leg keeps a document's best-ranked chunk
+    before the legs are fused, so the results rank documents.
+    """
     @_builtins.property
     def query_embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """A query vector of the configured dimension (AIFLEET_RAG_EMBEDDING_DIMENSIONS); another
@@ -493,10 +498,11 @@ class SearchRequest(_message.Message):
         mode: _builtins.str = ...,
         rerank: _builtins.str = ...,
         skip_cache: _builtins.bool = ...,
+        distinct_documents: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "metadata_filters", b"metadata_filters", "threshold", b"threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "metadata_filters", b"metadata_filters", "mode", b"mode", "query_embedding", b"query_embedding", "query_text", b"query_text", "rerank", b"rerank", "skip_cache", b"skip_cache", "threshold", b"threshold", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold", b"_threshold", "distinct_documents", b"distinct_documents", "metadata_filters", b"metadata_filters", "mode", b"mode", "query_embedding", b"query_embedding", "query_text", b"query_text", "rerank", b"rerank", "skip_cache", b"skip_cache", "threshold", b"threshold", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__threshold: _TypeAlias = _typing.Literal["threshold"]  # noqa: Y015
     _WhichOneofArgType__threshold: _TypeAlias = _typing.Literal["_threshold", b"_threshold"]  # noqa: Y015
@@ -531,8 +537,9 @@ class SearchResult(_message.Message):
     """The chunk's text, exactly content[start:end] of the document."""
     score: _builtins.float
     """The rank score results are ordered by: the Reciprocal Rank Fusion score in hybrid mode
-    (sum of 1 / (60 + rank) over the legs that found the chunk), the cosine similarity in vector
-    mode, the full-text rank in keyword mode.
+    (sum over the legs that found the chunk of weight / (60 + rank); weights 1 for the vector
+    leg and AIFLEET_RAG_KEYWORD_WEIGHT for the keyword leg), the cosine similarity in vector
+    mode, the keyword leg's term 1 / (60 + rank) in keyword mode.
     """
     similarity: _builtins.float
     """Cosine similarity of the chunk's embedding to the query's (what `threshold` applies to)."""
