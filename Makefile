@@ -15,7 +15,7 @@ EXPORT := $(UV) export --frozen --all-extras --no-emit-project --no-hashes --no-
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint types pytest proto proto-check lock lock-check bench clean
+.PHONY: run test lint types pytest proto proto-check deploy lock lock-check bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -54,6 +54,10 @@ proto: $(STAMP)
 
 proto-check: $(STAMP)
 	$(BIN)/python -m schemas.generate --check
+
+# deploy/k8s/base/components/ from deploy/components.yaml (tests/unit/test_deploy.py checks it).
+deploy: $(STAMP)
+	$(BIN)/python -m deploy.render
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

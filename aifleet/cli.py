@@ -234,6 +234,7 @@ def llmops_rebuild(
     tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
 ) -> None:
     """Insert the llm_operation events of AI_EVENTS (from --since) missing from the tables."""
+    from aifleet.connection import connect
     from aifleet.replay import parse_time
     from workers.llmops.rebuild import rebuild
 
@@ -243,7 +244,12 @@ def llmops_rebuild(
     except ValueError as exc:
         err.print(f"[red]invalid argument:[/red] {exc}")
         raise typer.Exit(2) from None
-    raise typer.Exit(run(rebuild(settings(), start, tenant)))
+    config = settings()
+
+    async def rebuilt() -> int:
+        return await rebuild(await connect(config), config, start, tenant)
+
+    raise typer.Exit(run(rebuilt()))
 
 
 def main() -> None:

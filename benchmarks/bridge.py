@@ -2,7 +2,7 @@
 directly by a FastAPI app under uvicorn: throughput and latency, same run, same load generator.
 
     python -m benchmarks.bridge [--duration 10] [--rounds 3] [--connections 64] [--auth]
-                                  [--out benchmarks/results/bridge.json]
+                                  [--middleware-cost] [--out benchmarks/results/bridge.json]
 
 Load: wrk (Debian package `wrk`), one thread, keep-alive connections, the same ~230-byte JSON
 POST to both. Each round runs both contenders at `--connections` in flight (throughput, p50,
@@ -12,6 +12,11 @@ no access log; the bridge runs in dev mode with rate limiting off (or, with --au
 an HS256 JWT on every request), the worker is the echo test component on the worker runtime.
 One machine runs everything: wrk, nats-server, bridge and worker share its cores, while the
 direct FastAPI app shares them only with wrk.
+
+`--middleware-cost` adds a third contender to the same rounds: the same bridge with its rpc
+routes dispatched ahead of Starlette's middleware stack (the bridge's shape until every route
+took the same ASGI path), to price that path: throughput and the bridge process's own CPU per
+request, uniform / rpc-first.
 """
 
 from __future__ import annotations
@@ -75,7 +80,102 @@ def serve_worker(nats_url: str) -> None:
     _uvloop_run(Worker([echo.component], settings).run())
 
 
-def serve_bridge(nats_url: str, port: int, auth: bool, rate: float = 0) -> None:
+class RpcFirst:
+    """The baseline of `--middleware-cost`: a request matching an rpc route with its method is
+    handled by that route directly, skipping the app's middleware and router; anything else
+    goes to the app."""
+
+    def __init__(self, app: Any) -> None:
+        from bridge.routes import RpcRoutes
+
+        self.app = app
+        (self.rpc,) = (r for r in app.routes if isinstance(r, RpcRoutes))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from starlette.routing import Match
+
+        if scope["type"] == "http":
+            match, child = self.rpc.matches(scope)
+            if match is Match.FULL:
+                scope.update(child)
+                await self.rpc.handle(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def dispatch_cost(requests: int = 20_000, rounds: int = 5) -> dict[str, float]:
+    """CPU µs per request of both shapes in this process, no network: a POST /api/v1/echo
+    that the forwarder refuses before NATS (an invalid X-Tenant-ID: 400), so the whole ASGI
+    path runs (middleware, router, route, forwarder, error reply) and nothing else. CPU time
+    of this process, not wall time, so other jobs on the machine do not count; rounds
+    alternate the shapes; medians."""
+    import asyncio
+
+    from bridge.app import create_app
+    from bridge.config import BridgeSettings
+    from tests.support import echo  # noqa: F401  (registers the echo service: its routes)
+    from workers.runtime.logs import configure
+
+    configure("CRITICAL")
+    settings = BridgeSettings.model_validate(
+        {"nats_url": "nats://127.0.0.1:1", "auth": "off", "components": ["echo"]}
+    )
+    uniform = create_app(settings)
+    shapes: dict[str, Any] = {"uniform": uniform, "rpc-first": RpcFirst(uniform)}
+    body = json.dumps(BODY).encode()
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/echo",
+        "raw_path": b"/api/v1/echo",
+        "query_string": b"",
+        "root_path": "",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 50000),
+        "headers": [
+            (b"host", b"127.0.0.1:8080"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"x-tenant-id", b"Not A Tenant"),
+        ],
+    }
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def measure() -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {name: [] for name in shapes}
+        for app in shapes.values():  # warm-up, and the middleware stack gets built
+            for _ in range(500):
+                await app(dict(scope), receive, send)
+        if set(statuses) != {400}:
+            raise RuntimeError(f"unexpected statuses {set(statuses)}")
+        for i in range(rounds):
+            order = list(shapes.items())
+            for name, app in order if i % 2 == 0 else reversed(order):
+                began = time.process_time()
+                for _ in range(requests):
+                    await app(dict(scope), receive, send)
+                times[name].append((time.process_time() - began) / requests * 1e6)
+        return times
+
+    times = asyncio.run(measure())
+    out = {f"{name}_us": statistics.median(t) for name, t in times.items()}
+    out["added_us"] = out["uniform_us"] - out["rpc-first_us"]
+    return out
+
+
+def serve_bridge(
+    nats_url: str, port: int, auth: bool, rate: float = 0, rpc_first: bool = False
+) -> None:
     import uvicorn
 
     from bridge.app import create_app
@@ -96,8 +196,9 @@ def serve_bridge(nats_url: str, port: int, auth: bool, rate: float = 0) -> None:
     else:
         values["auth"] = "off"
     settings = BridgeSettings.model_validate(values)
+    app = create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        RpcFirst(app) if rpc_first else app,
         host="127.0.0.1",
         port=port,
         loop="uvloop",
@@ -169,8 +270,10 @@ def wrk(
     pids: list[int] | None = None,
     refused_ok: bool = False,
 ) -> dict[str, float]:
-    """One wrk run; with `pids`, also the server-side CPU time per request (µs)."""
+    """One wrk run; with `pids`, also the server-side CPU time per request (µs), all of them
+    (`cpu_us`) and the first alone (`front_cpu_us`: the bridge, or the FastAPI process)."""
     cpu_before = _cpu(pids or [])
+    front_before = _cpu((pids or [])[:1])
     out = subprocess.run(
         [
             "wrk",
@@ -187,18 +290,22 @@ def wrk(
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if set(found) != {"50", "99"}:
+        raise RuntimeError(f"{url}: no latency distribution in wrk's output\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     refused = int(errors.group(1)) if errors else 0
     if refused and not refused_ok:
         raise RuntimeError(f"{url}: {refused} non-2xx responses\n{out}")
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     cpu_us = (_cpu(pids or []) - cpu_before) / max(requests, 1) * 1e6
+    front_us = (_cpu((pids or [])[:1]) - front_before) / max(requests, 1) * 1e6
     return {
         "rps": rps,
         "p50_ms": _ms(found["50"]),
         "p99_ms": _ms(found["99"]),
         "cpu_us": cpu_us,
+        "front_cpu_us": front_us,
         "refused_share": refused / max(requests, 1),
     }
 
@@ -242,9 +349,13 @@ def _wait_http(url: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"{url} not ready")
 
 
-def run(duration: int, rounds: int, connections: int, auth: bool) -> dict[str, Any]:
+def run(
+    duration: int, rounds: int, connections: int, auth: bool, middleware_cost: bool = False
+) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
+    # In process, before any server competes for the cores.
+    dispatch = dispatch_cost() if middleware_cost else None
     work = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     nats = EmbeddedNats(work / "nats")
     nats.start()
@@ -263,8 +374,16 @@ def run(duration: int, rounds: int, connections: int, auth: bool) -> dict[str, A
         "fastapi": f"http://127.0.0.1:{fastapi_port}/api/v1/echo",
         "bridge": f"http://127.0.0.1:{bridge_port}/api/v1/echo",
     }
+    if middleware_cost:
+        first_port = free_port()
+        flags = ["--rpc-first", *(["--auth"] * auth)]
+        procs.append(_spawn("bridge", "--nats", nats.url, "--port", str(first_port), *flags))
+        pids["bridge-rpc-first"] = [procs[-1].pid, procs[0].pid, nats.pid]
+        targets["bridge-rpc-first"] = f"http://127.0.0.1:{first_port}/api/v1/echo"
     try:
         _wait_http(f"http://127.0.0.1:{fastapi_port}/healthz")
+        for url in targets.values():
+            _wait_http(url.replace("/api/v1/echo", "/healthz"))
         _wait_http(f"http://127.0.0.1:{bridge_port}/readyz")
         _wait_http(f"http://127.0.0.1:{limited_port}/readyz")
         script = _script(work, _token() if auth else None)
@@ -273,8 +392,10 @@ def run(duration: int, rounds: int, connections: int, auth: bool) -> dict[str, A
         samples: dict[str, list[dict[str, float]]] = {
             f"{name}/{c}": [] for name in targets for c in (connections, 1)
         }
-        for _ in range(rounds):
-            for name, url in targets.items():
+        for i in range(rounds):
+            # The order reverses every other round: neither contender always runs first.
+            order = list(targets.items())
+            for name, url in order if i % 2 == 0 else reversed(order):
                 for c in (connections, 1):
                     samples[f"{name}/{c}"].append(wrk(url, script, c, duration, pids[name]))
         isolation = _isolation(
@@ -287,13 +408,12 @@ def run(duration: int, rounds: int, connections: int, auth: bool) -> dict[str, A
             proc.wait(10)
         nats.stop()
         shutil.rmtree(work, ignore_errors=True)
+    metrics = ("rps", "p50_ms", "p99_ms", "cpu_us", "front_cpu_us")
     result = {
-        key: {
-            m: statistics.median(s[m] for s in runs) for m in ("rps", "p50_ms", "p99_ms", "cpu_us")
-        }
+        key: {m: statistics.median(s[m] for s in runs) for m in metrics}
         for key, runs in samples.items()
     }
-    return {
+    report: dict[str, Any] = {
         "duration_s": duration,
         "rounds": rounds,
         "connections": connections,
@@ -302,6 +422,21 @@ def run(duration: int, rounds: int, connections: int, auth: bool) -> dict[str, A
         "results": result,
         "isolation": isolation,
     }
+    if dispatch is not None:
+        report["middleware_cost"] = {**_ratios(samples, connections), "dispatch": dispatch}
+    return report
+
+
+def _ratios(samples: dict[str, list[dict[str, float]]], connections: int) -> dict[str, float]:
+    """Uniform bridge / rpc-first bridge, each ratio taken within a round, then the median."""
+    out = {}
+    for c in (connections, 1):
+        uniform, first = samples[f"bridge/{c}"], samples[f"bridge-rpc-first/{c}"]
+        for metric in ("rps", "p50_ms", "front_cpu_us"):
+            out[f"{metric}/{c}"] = statistics.median(
+                u[metric] / f[metric] for u, f in zip(uniform, first, strict=True)
+            )
+    return out
 
 
 def _isolation(
@@ -369,6 +504,29 @@ def markdown(report: dict[str, Any]) -> str:
         f"connections ({iso['flood_rps']:,.0f} req/s attempted, "
         f"{iso['flood_refused_share'] * 100:.0f}% answered 429)."
     )
+    cost = report.get("middleware_cost")
+    if cost:
+        first, first1 = r[f"bridge-rpc-first/{c}"], r["bridge-rpc-first/1"]
+        rows.append("")
+        rows.append(
+            f"Every route through the middleware stack (uniform) / rpc routes ahead of it "
+            f"(rpc-first), ratios within each round, median: req/s (c={c}) "
+            f"**{cost[f'rps/{c}']:.3f}x** ({br['rps']:,.0f} vs {first['rps']:,.0f}), "
+            f"bridge process CPU/req (c={c}) **{cost[f'front_cpu_us/{c}']:.3f}x** "
+            f"({br['front_cpu_us']:.1f} vs {first['front_cpu_us']:.1f} µs), p50 (c=1) "
+            f"**{cost['p50_ms/1']:.3f}x** ({br1['p50_ms']:.3f} vs {first1['p50_ms']:.3f} ms), "
+            f"bridge process CPU/req (c=1) **{cost['front_cpu_us/1']:.3f}x** "
+            f"({br1['front_cpu_us']:.1f} vs {first1['front_cpu_us']:.1f} µs)."
+        )
+        d = cost["dispatch"]
+        rows.append("")
+        rows.append(
+            f"In process, no network (a request refused before NATS), CPU: uniform "
+            f"{d['uniform_us']:.1f} µs, rpc-first {d['rpc-first_us']:.1f} µs per request: the "
+            f"middleware stack and router add **{d['added_us']:.1f} µs**, "
+            f"{d['added_us'] / br['front_cpu_us'] * 100:.1f} % of the bridge process's CPU per "
+            f"forwarded request (c={c}) in this run."
+        )
     return "\n".join(rows)
 
 
@@ -385,10 +543,16 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--port", type=int, required=True)
         if name == "bridge":
             p.add_argument("--auth", action="store_true")
+            p.add_argument("--rpc-first", action="store_true")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--auth", action="store_true", help="the bridge verifies an HS256 JWT")
+    parser.add_argument(
+        "--middleware-cost",
+        action="store_true",
+        help="also run the bridge with rpc routes ahead of the middleware stack",
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/bridge.json"), help="JSON report"
     )
@@ -396,11 +560,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "worker":
         serve_worker(args.nats)
     elif args.command == "bridge":
-        serve_bridge(args.nats, args.port, args.auth, args.rate)
+        serve_bridge(args.nats, args.port, args.auth, args.rate, args.rpc_first)
     elif args.command == "fastapi":
         serve_fastapi(args.port)
     else:
-        report = run(args.duration, args.rounds, args.connections, args.auth)
+        report = run(args.duration, args.rounds, args.connections, args.auth, args.middleware_cost)
         report["load_average"] = os.getloadavg()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

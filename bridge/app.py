@@ -1,9 +1,13 @@
 """`create_app(settings)`: the Starlette app, its routes and the NATS connection it owns.
 
-Routes are built once, at creation, from every registered service's http annotations. The NATS
-connection is opened by the lifespan (or, on Lambda where no lifespan runs, by the first
-request) in the background: the process serves `/healthz` at once, `/readyz` says when NATS
-and the components are there, and a request arriving before the connection gets 503.
+Routes are built once, at creation, from every registered service's http annotations. Every
+route, rpc routes included, takes the same ASGI path through Starlette's middleware stack and
+router, so a middleware added to the app (`app.add_middleware(CORSMiddleware, ...)` before it
+serves) applies to `/api` routes too (its cost: benchmarks/README.md, "The bridge's middleware
+path"). The NATS connection is opened by the lifespan (or, on Lambda where no lifespan runs,
+by the first request) in the background: the process serves `/healthz` at once, `/readyz`
+says when NATS and the components are there, and a request arriving before the connection
+gets 503.
 """
 
 from __future__ import annotations
@@ -19,20 +23,19 @@ from nats.aio.client import Client as NATS
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
-from starlette.types import Receive, Scope, Send
 
 from bridge.auth import authenticator
 from bridge.config import BridgeSettings
-from bridge.docs import docs_page
-from bridge.errors import JSON, error_response, http_exception_handler, service_error_handler
+from bridge.docs import docs_routes
+from bridge.errors import error_response, http_exception_handler, service_error_handler
 from bridge.forward import Forwarder
 from bridge.health import healthz, readyz
 from bridge.limits import RateLimiter
 from bridge.openai import openai_routes
 from bridge.openapi import document
-from bridge.routes import RpcRoute, bindings, rpc_routes
+from bridge.routes import RpcRoutes, bindings
 from bridge.upload import MultipartUpload
 from schemas.errors import Internal, ServiceError, Unavailable
 from schemas.registry import services
@@ -129,7 +132,20 @@ class Bridge:
         self._client = None
 
     def routes(self) -> list[BaseRoute]:
-        routes: list[BaseRoute] = [
+        """The rpc routes first (they carry the traffic), then the bridge's own; an rpc path
+        that would take one of the bridge's own stops the start."""
+        # The one rpc with an endpoint of its own: multipart file uploads (bridge/upload.py).
+        rpc = RpcRoutes(self.bindings, MultipartUpload(self.forwarder, self.client))
+        own = self._own_routes()
+        for route in own:
+            path = route.path.split("{", 1)[0] + "x" if "{" in route.path else route.path
+            probe = {"type": "http", "path": path, "raw_path": path.encode(), "method": "GET"}
+            if rpc.matches(probe)[0] is not Match.NONE:
+                raise ValueError(f"an rpc route takes {route.path}, which the bridge serves")
+        return [rpc, *own]
+
+    def _own_routes(self) -> list[Route]:
+        routes = [
             Route("/healthz", healthz, methods=["GET"]),
             Route(
                 "/readyz",
@@ -138,48 +154,9 @@ class Bridge:
             ),
         ]
         if self.settings.docs:
-            doc = document(self.bindings, self.settings)
-            spec = Response(_dumps(doc), media_type=JSON)
-            page = HTMLResponse(docs_page(doc))
-
-            async def openapi(request: Request) -> Response:
-                return spec
-
-            async def docs(request: Request) -> Response:
-                return page
-
-            routes += [
-                Route("/openapi.json", openapi, methods=["GET"]),
-                Route("/docs", docs, methods=["GET"]),
-            ]
+            routes += docs_routes(document(self.bindings, self.settings))
         routes += openai_routes(self.forwarder)
-        # The one rpc with a route of its own: a multipart file upload (bridge/upload.py).
-        routes += rpc_routes(self.bindings, MultipartUpload(self.forwarder, self.client))
         return routes
-
-
-class BridgeApp(Starlette):
-    """Starlette, with rpc routes dispatched ahead of its middleware: the forwarder answers
-    every outcome itself (errors included), so the generic layers only cost time there. Paths
-    that match no rpc route with its method take the ordinary way (404, 405, docs, health)."""
-
-    rpc: tuple[RpcRoute, ...] = ()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for route in self.rpc:
-                match, child = route.matches(scope)
-                if match is Match.FULL:
-                    scope.update(child)
-                    await route.handle(scope, receive, send)
-                    return
-        await super().__call__(scope, receive, send)
-
-
-def _dumps(doc: object) -> bytes:
-    import json
-
-    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
@@ -207,9 +184,8 @@ def create_app(settings: BridgeSettings | None = None) -> Starlette:
         finally:
             await bridge.close()
 
-    routes = bridge.routes()
-    app = BridgeApp(
-        routes=routes,
+    app = Starlette(
+        routes=bridge.routes(),
         lifespan=lifespan,
         exception_handlers={
             HTTPException: http_exception_handler,
@@ -218,5 +194,4 @@ def create_app(settings: BridgeSettings | None = None) -> Starlette:
         },
     )
     app.state.bridge = bridge
-    app.rpc = tuple(r for r in routes if isinstance(r, RpcRoute))
     return app

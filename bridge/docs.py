@@ -1,63 +1,87 @@
-"""`/docs`: the OpenAPI document as a plain, self-contained HTML page.
+"""`/openapi.json` and `/docs`: the document, and Swagger UI over it, where a user can try a
+request.
 
-No script and nothing fetched from elsewhere (the bridge may run where nothing else is
-reachable), so it is a readable listing of routes, parameters, bodies and schemas, not an
-interactive console; `/openapi.json` feeds any OpenAPI tool for that.
+Swagger UI's files come from the swagger-ui-bundle-v2 package and are served by the bridge
+(`/docs/assets/...`): nothing is fetched from elsewhere, so the page works where the bridge
+is the only thing reachable. Every URL in the page is relative, so it also works behind a
+path prefix. The caller's identity is the document's security scheme: in dev mode the
+Authorize button sets `X-Tenant-ID` once for every request, with auth on it takes the bearer
+JWT.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from typing import Any
 
-from bridge.openapi import REF
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.routing import Route
+from swagger_ui_bundle import swagger_ui_path
+
+from bridge.errors import JSON
+
+# What the page loads of the bundle; nothing else in its directory is served.
+ASSETS = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})
+_CACHE = {"Cache-Control": "public, max-age=86400"}
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>aifleet API</title>
+<link rel="stylesheet" href="docs/assets/swagger-ui.css">
+<link rel="icon" type="image/png" href="docs/assets/favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="docs/assets/swagger-ui-bundle.js"></script>
+<script src="docs/init.js"></script>
+</body>
+</html>
+"""
+
+# Forms are open for input at once (no "Try it out" click), the Authorize dialog's value is
+# kept across reloads, and each reply shows how long it took.
+INIT = """window.ui = SwaggerUIBundle({
+  url: new URL("openapi.json", document.baseURI).href,
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  tryItOutEnabled: true,
+  persistAuthorization: true,
+  displayRequestDuration: true,
+  defaultModelsExpandDepth: 0,
+  presets: [SwaggerUIBundle.presets.apis],
+  layout: "BaseLayout",
+});
+"""
 
 
-def docs_page(doc: dict[str, Any]) -> str:
-    """A readable listing of the document: operations, parameters, bodies and schemas."""
-    esc = html.escape
-    rows = []
-    for path, methods in doc["paths"].items():
-        for method, op in methods.items():
-            params = ", ".join(
-                f"{esc(p['name'])} ({p['in']})" for p in op["parameters"] if p["in"] != "header"
-            )
-            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
-            status, ok = next((k, v) for k, v in op["responses"].items() if k.startswith("2"))
-            rows.append(
-                "<tr>"
-                f"<td><code>{esc(method.upper())} {esc(path)}</code></td>"
-                f"<td>{esc(op.get('summary', ''))}</td>"
-                f"<td>{params or '-'}</td>"
-                f"<td><code>{esc(_name(body.get('schema', {})) or '-')}</code></td>"
-                f"<td>{esc(status)} <code>{esc(_name(_schema_of(ok)))}</code></td>"
-                "</tr>"
-            )
-    schemas = esc(json.dumps(doc["components"]["schemas"], indent=2))
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>aifleet API</title>"
-        "<style>body{font:14px sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "text-align:left;vertical-align:top}table{border-collapse:collapse}</style></head><body>"
-        f"<h1>aifleet API</h1><p>{esc(doc['info']['description'])} "
-        "The machine-readable document is <a href='/openapi.json'>/openapi.json</a>.</p>"
-        "<table><tr><th>route</th><th>summary</th><th>parameters</th><th>body</th>"
-        f"<th>success</th></tr>{''.join(rows)}</table>"
-        "<p>Every operation answers errors as <code>aifleet.v1.Error</code> with the HTTP status "
-        "of the error.</p>"
-        f"<h2>Schemas</h2><pre>{schemas}</pre></body></html>"
-    )
+def docs_routes(doc: dict[str, Any]) -> list[Route]:
+    """`/openapi.json`, `/docs`, its script and its assets."""
+    spec = Response(json.dumps(doc, separators=(",", ":")).encode(), media_type=JSON)
+    page = HTMLResponse(PAGE)
+    init = Response(INIT, media_type="text/javascript")
 
+    async def openapi(request: Request) -> Response:
+        return spec
 
-def _schema_of(response: dict[str, Any]) -> dict[str, Any]:
-    content = response.get("content", {})
-    for media in content.values():
-        return dict(media.get("schema", {}))
-    return {}
+    async def docs(request: Request) -> Response:
+        return page
 
+    async def script(request: Request) -> Response:
+        return init
 
-def _name(schema: dict[str, Any]) -> str:
-    ref = schema.get("$ref", "")
-    if ref:
-        return str(ref).removeprefix(REF)
-    return "inline" if schema else ""
+    async def asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in ASSETS:
+            raise HTTPException(404, "no such asset")
+        return FileResponse(swagger_ui_path / name, headers=_CACHE)
+
+    return [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Route("/docs/init.js", script, methods=["GET"]),
+        Route("/docs/assets/{name}", asset, methods=["GET"]),
+    ]

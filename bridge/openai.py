@@ -21,7 +21,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bridge.errors import JSON
@@ -366,7 +366,7 @@ class _Endpoint:
         )
 
 
-def openai_routes(forwarder: Forwarder) -> list[BaseRoute]:
+def openai_routes(forwarder: Forwarder) -> list[Route]:
     """The OpenAI-compatible routes, under /v1."""
     surface = Surface(forwarder)
     table = [

@@ -1,14 +1,18 @@
-"""`/openapi.json` (OpenAPI 3.1) built from the proto descriptors (bridge/docs.py renders it).
+"""`/openapi.json` (OpenAPI 3.1) built from the proto descriptors (bridge/docs.py serves it).
 
 Schemas follow the proto3 JSON mapping the bridge speaks: 64-bit integers as strings (numbers
 accepted), bytes as base64, enums by name, well-known types in their JSON forms, unknown fields
 refused (`additionalProperties: false`). Field names are the .proto names, as replies print
-them. Every operation documents the `Error` responses; the bearer scheme is declared when the
-bridge checks tokens.
+them. The proto comments are the text: an rpc's first sentence its summary, the whole comment
+its description, a service's comment (else its file's) the description of its component's tag,
+field and message comments the schemas' descriptions. Every operation documents the `Error`
+responses. The caller's identity is a security scheme, so an explorer asks for it once: the
+bearer JWT when the bridge checks tokens, the `X-Tenant-ID` header in dev mode.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -152,7 +156,10 @@ def document(bindings: list[Binding], settings: BridgeSettings) -> dict[str, Any
     schemas.ref(descriptor(Error))
     paths: dict[str, dict[str, Any]] = {}
     seen: dict[str, int] = {}
+    tags: dict[str, dict[str, Any]] = {}
     for b in bindings:
+        if b.rpc.component not in tags:
+            tags[b.rpc.component] = _tag(b)
         op = _operation(b, schemas, settings)
         # additional_bindings of one rpc: operation ids stay unique (Get, Get_2, ...)
         seen[op["operationId"]] = seen.get(op["operationId"], 0) + 1
@@ -176,15 +183,50 @@ def document(bindings: list[Binding], settings: BridgeSettings) -> dict[str, Any
             "description": "REST over the fleet's NATS request subjects, generated from the "
             ".proto contracts. Errors always have the aifleet.v1.Error shape.",
         },
+        "tags": list(tags.values()),
         "paths": paths,
         "components": components,
     }
-    if not settings.dev_mode:
+    if settings.dev_mode:
+        doc["info"]["description"] += (
+            " Dev mode: authentication is off, and the X-Tenant-ID header names the tenant to "
+            f"act as (`{settings.dev_tenant}` without it); on /docs, Authorize sets it for "
+            "every request."
+        )
+        components["securitySchemes"] = {
+            "tenantHeader": {
+                "type": "apiKey",
+                "in": "header",
+                "name": HEADER_TENANT,
+                "description": "Dev mode: the tenant to act as; without it, "
+                f"`{settings.dev_tenant}`.",
+            }
+        }
+        doc["security"] = [{"tenantHeader": []}, {}]
+    else:
         components["securitySchemes"] = {
             "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
         }
         doc["security"] = [{"bearerAuth": []}]
     return doc
+
+
+def _tag(b: Binding) -> dict[str, Any]:
+    """A component's tag, described by its service's comment, else its .proto file's."""
+    service = b.rpc.method.containing_service
+    notes = comments(service.file)
+    text = notes.get(service.full_name) or notes.get(service.file.name)
+    return {"name": b.rpc.component, **({"description": text} if text else {})}
+
+
+_SENTENCE = re.compile(r"(.+?[.!?])(?=\s|$)", re.DOTALL)
+
+
+def summary(text: str) -> str:
+    """The first sentence of a comment's first paragraph."""
+    first = text.split("\n\n", 1)[0]
+    found = _SENTENCE.match(first)
+    return found.group(1) if found else first
 
 
 def _operation(b: Binding, schemas: _Schemas, settings: BridgeSettings) -> dict[str, Any]:
@@ -210,7 +252,9 @@ def _operation(b: Binding, schemas: _Schemas, settings: BridgeSettings) -> dict[
     }
     text = schemas.docs.get(b.rpc.method.full_name)
     if text:
-        op["summary"] = text
+        op["summary"] = summary(text)
+        if op["summary"] != text:
+            op["description"] = text
     if b.body == "*":
         top = frozenset(v for v in b.variables if "." not in v)
         body = schemas.message(desc, skip=top) if top else schemas.ref(desc)
@@ -226,22 +270,34 @@ def _operation(b: Binding, schemas: _Schemas, settings: BridgeSettings) -> dict[
 
 
 def _headers(settings: BridgeSettings) -> list[dict[str, Any]]:
-    tenant = (
-        "Tenant (dev mode: any; default " + settings.dev_tenant + ")"
-        if settings.dev_mode
-        else "Must name the token's tenant if given"
-    )
-    return [
-        {"name": HEADER_REQUEST_ID, "in": "header", "required": False, "schema": _REQUEST_ID},
-        {"name": HEADER_TIMEOUT_MS, "in": "header", "required": False, "schema": _TIMEOUT},
+    """Headers every operation takes; in dev mode the tenant is the security scheme instead."""
+    headers = [
         {
-            "name": HEADER_TENANT,
+            "name": HEADER_REQUEST_ID,
             "in": "header",
             "required": False,
-            "description": tenant,
-            "schema": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}$"},
+            "description": "Echoed in the reply and carried to the worker; made if absent",
+            "schema": _REQUEST_ID,
+        },
+        {
+            "name": HEADER_TIMEOUT_MS,
+            "in": "header",
+            "required": False,
+            "description": "Milliseconds the caller waits: shortens the bridge's deadline",
+            "schema": _TIMEOUT,
         },
     ]
+    if not settings.dev_mode:
+        headers.append(
+            {
+                "name": HEADER_TENANT,
+                "in": "header",
+                "required": False,
+                "description": "Must name the token's tenant if given",
+                "schema": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}$"},
+            }
+        )
+    return headers
 
 
 _REQUEST_ID = {"type": "string", "pattern": r"^[A-Za-z0-9._:\-]{1,128}$"}

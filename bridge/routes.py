@@ -229,17 +229,22 @@ def _segments(spec: str, template: str) -> str:
 # -- the Starlette route ----------------------------------------------------------------------
 
 Endpoint = Callable[[Binding, dict[str, str], Scope, Receive, Send], Any]
+_BINDING = "aifleet.binding"  # the scope key naming the binding a request matched
 
 
-class RpcRoute(BaseRoute):
-    """Matches one binding on the raw path; a path match with another method is PARTIAL (405)."""
+class RpcRoutes(BaseRoute):
+    """Every rpc route as one Starlette route: the raw path is read once and tried against each
+    binding's pattern in declaration order. The first binding with the request's method is a
+    FULL match; a path that only matches with another method is PARTIAL (405 naming the allowed
+    methods), as Starlette's router expects."""
 
-    def __init__(self, binding: Binding, endpoint: Endpoint) -> None:
-        self.binding = binding
+    def __init__(self, all_bindings: Iterable[Binding], endpoint: Endpoint) -> None:
+        self.bindings = tuple(all_bindings)
         self.endpoint = endpoint
-        self.path = binding.openapi_path
-        self.name = f"{binding.rpc.component}.{binding.rpc.op}"
-        self.allow = binding.method  # every method of this path, once all routes are known
+        methods: dict[str, set[str]] = {}
+        for b in self.bindings:
+            methods.setdefault(b.openapi_path, set()).add(b.method)
+        self.allow = {path: ", ".join(sorted(m)) for path, m in methods.items()}
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http":
@@ -249,28 +254,29 @@ class RpcRoute(BaseRoute):
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        found = self.binding.pattern.match(path)
-        if found is None:
-            return Match.NONE, {}
-        values = {
-            var: unquote(found.group(f"v{i}")) for i, var in enumerate(self.binding.variables)
-        }
-        child = {"endpoint": self.endpoint, "path_params": values}
-        return (Match.FULL if scope["method"] == self.binding.method else Match.PARTIAL), child
+        method = scope["method"]
+        partial: Scope | None = None
+        for b in self.bindings:
+            found = b.pattern.match(path)
+            if found is None:
+                continue
+            if b.method == method:
+                return Match.FULL, self._child(b, found)
+            if partial is None:
+                partial = self._child(b, found)
+        return (Match.PARTIAL, partial) if partial is not None else (Match.NONE, {})
+
+    def _child(self, b: Binding, found: re.Match[str]) -> Scope:
+        values = {var: unquote(found.group(f"v{i}")) for i, var in enumerate(b.variables)}
+        return {"endpoint": self.endpoint, "path_params": values, _BINDING: b}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != self.binding.method:
+        b: Binding = scope[_BINDING]
+        if scope["method"] != b.method:
+            allow = self.allow[b.openapi_path]
             response = error_response(
-                MethodNotAllowed(f"this path takes {self.allow}"), headers={"Allow": self.allow}
+                MethodNotAllowed(f"this path takes {allow}"), headers={"Allow": allow}
             )
             await response(scope, receive, send)
             return
-        await self.endpoint(self.binding, scope["path_params"], scope, receive, send)
-
-
-def rpc_routes(all_bindings: list[Binding], endpoint: Endpoint) -> list[RpcRoute]:
-    routes = [RpcRoute(b, endpoint) for b in all_bindings]
-    for route in routes:
-        methods = {b.method for b in all_bindings if b.openapi_path == route.path}
-        route.allow = ", ".join(sorted(methods))
-    return routes
+        await self.endpoint(b, scope["path_params"], scope, receive, send)

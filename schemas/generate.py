@@ -1,7 +1,9 @@
 """Regenerate the Python code of every .proto in the repo (`make proto`), or check it is fresh.
 
 Generated code is committed so that installing the package needs no protoc; `--check` fails CI
-when a .proto changed without regenerating.
+when a .proto changed without regenerating. Beside the code of each proto directory goes
+`descriptors.binpb`, a FileDescriptorSet of its .proto files with source info: the comments the
+bridge turns into OpenAPI summaries and descriptions (bridge/protodoc.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from google.api import annotations_pb2
 from google.protobuf.descriptor_pb2 import FileDescriptorSet
 from grpc_tools import protoc
 
+from schemas.registry import DESCRIPTOR_SET
 from schemas.stubs import render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,13 +44,22 @@ def generate(out: Path) -> None:
     bindir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     args = ["protoc", f"-I{ROOT}", *(f"-I{d}" for d in sorted(include_dirs))]
-    descriptors = out / "descriptors.binpb"
-    args += [f"--python_out={out}", f"--mypy_out={out}"]
-    args += [f"--descriptor_set_out={descriptors}", "--include_imports", *proto_files()]
-    if protoc.main(args) != 0:
+    # Every file and its imports, for the typed rpc stubs; removed once they are written.
+    everything = out / "all.binpb"
+    generate_args = [f"--python_out={out}", f"--mypy_out={out}"]
+    generate_args += [f"--descriptor_set_out={everything}", "--include_imports", *proto_files()]
+    if protoc.main([*args, *generate_args]) != 0:
         raise SystemExit("protoc failed")
-    write_stubs(out, FileDescriptorSet.FromString(descriptors.read_bytes()))
-    descriptors.unlink()
+    write_stubs(out, FileDescriptorSet.FromString(everything.read_bytes()))
+    everything.unlink()
+    # The comments, per proto directory, for the bridge's OpenAPI document.
+    for directory in PROTO_DIRS:
+        sources = [f for f in proto_files() if str(Path(f).parent) == directory]
+        descriptors = out / directory / DESCRIPTOR_SET
+        descriptors.parent.mkdir(parents=True, exist_ok=True)
+        source_info = ["--include_source_info", f"--descriptor_set_out={descriptors}"]
+        if sources and protoc.main([*args, *source_info, *sources]) != 0:
+            raise SystemExit("protoc failed")
 
 
 def write_stubs(out: Path, files: FileDescriptorSet) -> None:
@@ -63,7 +75,7 @@ def generated_files(base: Path) -> list[Path]:
     return sorted(
         p.relative_to(base)
         for d in PROTO_DIRS
-        for pattern in ("*_pb2.py*", "*_rpc.py")
+        for pattern in ("*_pb2.py*", "*_rpc.py", DESCRIPTOR_SET)
         for p in (base / d).glob(pattern)
     )
 

@@ -19,6 +19,9 @@ from google.protobuf.message import Message
 
 import schemas.v1
 
+# Beside the generated code of each proto directory: its .proto files as a FileDescriptorSet with
+# source info, i.e. their comments (written by `make proto`, read by bridge/protodoc.py).
+DESCRIPTOR_SET = "descriptors.binpb"
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 

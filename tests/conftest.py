@@ -57,6 +57,14 @@ def postgres_home() -> Iterator[Path]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture
+def postgres_dir() -> Iterator[Path]:
+    """An empty directory outside pytest's temp root, for a test that starts PostgreSQL itself
+    (e.g. `aifleet up` in a fresh directory)."""
+    with postgres_home() as home:
+        yield home
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[EmbeddedPostgres]:
     """PostgreSQL 18 with pgvector; connect with `postgres.dsn` (database `aifleet`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -14,6 +15,7 @@ import jwt
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from starlette.applications import Starlette
 
 from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from bridge.config import BridgeSettings
@@ -22,6 +24,7 @@ from tests.conftest import NATS_CONFIG
 from tests.support import echo  # registers the echo service: its routes exist in these tests
 from tests.support.fleet import running_worker
 from workers.cache import service as cache
+from workers.runtime.component import Component
 from workers.runtime.worker import Worker
 
 SECRET = "test-secret-that-is-long-enough-for-hs256!"
@@ -74,11 +77,12 @@ def hs256(**overrides: Any) -> str:
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: BridgeSettings, *, wait_connected: bool = True
+    settings: BridgeSettings, *, wait_connected: bool = True, app: Starlette | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The bridge on a free port, and an HTTP client pointed at it."""
+    """The bridge (`app`, else one made from `settings`) on a free port, and an HTTP client
+    pointed at it."""
     sock = bind("127.0.0.1", 0)
-    srv = server(settings, handle_signals=False)
+    srv = server(settings, app=app, handle_signals=False)
     task = asyncio.create_task(serve(srv, sock))
     while not srv.started:
         if task.done():
@@ -97,6 +101,48 @@ async def serving(
     finally:
         srv.should_exit = True
         await task
+
+
+@contextlib.contextmanager
+def threaded_bridge(
+    components: list[Component], nats_url: str, *, redis_url: str | None = None, **settings: Any
+) -> Iterator[str]:
+    """Workers and a dev-mode bridge on an event loop of their own (a thread), for synchronous
+    clients (schemathesis, a browser driver); yields the bridge's URL once it is ready."""
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def main() -> None:
+        stop = state["stop"] = asyncio.Event()
+        state["loop"] = asyncio.get_running_loop()
+        overrides = {"redis_url": redis_url} if redis_url else {}
+        async with running_worker(components, nats_url, **overrides):
+            sock = bind("127.0.0.1", 0)
+            names = [c.name for c in components]
+            srv = server(
+                bridge_settings(nats_url, components=names, **settings), handle_signals=False
+            )
+            task = asyncio.create_task(serve(srv, sock))
+            while not srv.started:
+                await asyncio.sleep(0.005)
+            state["url"] = address(sock)
+            ready.set()
+            await stop.wait()
+            srv.should_exit = True
+            await task
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+    thread.start()
+    assert ready.wait(30), "bridge did not start"
+    for _ in range(200):
+        if httpx.get(state["url"] + "/readyz").status_code == 200:
+            break
+        time.sleep(0.01)
+    try:
+        yield str(state["url"])
+    finally:
+        state["loop"].call_soon_threadsafe(state["stop"].set)
+        thread.join(30)
 
 
 def _bridge_state(app: Any) -> Any:

@@ -4,8 +4,7 @@ the test shelves, whose routes answer 201, 202 and 204)."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,12 +24,10 @@ from schemathesis.specs.openapi.checks import (
 
 from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from bridge.routes import bindings
-from bridge.server import address, bind, serve, server
 from schemas.registry import services
-from tests.bridge.conftest import bridge_settings
+from tests.bridge.conftest import bridge_settings, threaded_bridge
 from tests.conftest import NATS_CONFIG
 from tests.support import shelf
-from tests.support.fleet import running_worker
 from workers.cache import service as cache
 
 EXAMPLES = 20  # per operation and mode: about 250 requests in all, a few seconds
@@ -38,45 +35,21 @@ EXAMPLES = 20  # per operation and mode: about 250 requests in all, a few second
 
 @pytest.fixture(scope="module")
 def live_bridge(tmp_path_factory: pytest.TempPathFactory, valkey: EmbeddedValkey) -> Iterator[str]:
-    """A nats-server, cache and shelf workers and a dev-mode bridge on an event loop of their own (a
-    thread), so that synchronous clients such as schemathesis can call them. Its own NATS: the
-    session's has workers on the pytest loop, which does not run during a synchronous test."""
+    """A nats-server, cache and shelf workers and a dev-mode bridge on an event loop of their
+    own (a thread), so that synchronous clients such as schemathesis can call them. Its own
+    NATS: the session's has workers on the pytest loop, which does not run during a synchronous
+    test."""
     nats_server = EmbeddedNats(tmp_path_factory.mktemp("nats-openapi"), config=NATS_CONFIG)
     nats_server.start()
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def main() -> None:
-        stop = state["stop"] = asyncio.Event()
-        state["loop"] = asyncio.get_running_loop()
-        async with running_worker(
-            [cache.component, shelf.component], nats_server.url, redis_url=valkey.url
-        ):
-            sock = bind("127.0.0.1", 0)
-            settings = bridge_settings(
-                nats_server.url, components=["cache", "shelf"], request_timeout=5
-            )
-            srv = server(settings, handle_signals=False)
-            task = asyncio.create_task(serve(srv, sock))
-            while not srv.started:
-                await asyncio.sleep(0.005)
-            state["url"] = address(sock)
-            ready.set()
-            await stop.wait()
-            srv.should_exit = True
-            await task
-
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
-    thread.start()
-    assert ready.wait(30), "bridge did not start"
-    for _ in range(200):
-        if httpx.get(state["url"] + "/readyz").status_code == 200:
-            break
     try:
-        yield str(state["url"])
+        with threaded_bridge(
+            [cache.component, shelf.component],
+            nats_server.url,
+            redis_url=valkey.url,
+            request_timeout=5,
+        ) as url:
+            yield url
     finally:
-        state["loop"].call_soon_threadsafe(state["stop"].set)
-        thread.join(30)
         nats_server.stop()
 
 
@@ -118,12 +91,47 @@ def test_schemas_cover_every_message_and_the_error(document: dict[str, Any]) -> 
     assert "key" not in put_body["content"]["application/json"]["schema"]["properties"]
 
 
-def test_docs_page_lists_the_operations(live_bridge: str) -> None:
-    """/docs is a self-contained HTML listing of the routes (nothing loaded from elsewhere)."""
+def test_docs_is_swagger_ui_served_by_the_bridge(live_bridge: str) -> None:
+    """/docs loads Swagger UI and its script from the bridge itself, by relative URLs (nothing
+    from elsewhere, and it works behind a path prefix); only the page's assets are served."""
     page = httpx.get(live_bridge + "/docs")
     assert page.status_code == 200
-    assert "PUT /api/v1/cache/keys/{key}" in page.text
-    assert "<script" not in page.text
+    linked = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "docs/assets/swagger-ui-bundle.js" in linked
+    assert all(not (u.startswith(("/", "http:", "https:")) or "//" in u) for u in linked), linked
+    for url in linked:
+        asset = httpx.get(f"{live_bridge}/{url}")
+        assert asset.status_code == 200, url
+        assert asset.content
+    script = httpx.get(live_bridge + "/docs/init.js").text
+    assert 'new URL("openapi.json", document.baseURI)' in script
+    for bad in ("index.html", "swagger-initializer.js", "..%2F__init__.py", "nope.js"):
+        assert httpx.get(f"{live_bridge}/docs/assets/{bad}").status_code == 404, bad
+
+
+def test_rpc_comments_are_summaries_and_descriptions(document: dict[str, Any]) -> None:
+    """An rpc's first sentence is its summary and the whole comment its description; each
+    component is a tag described by its service's (else its file's) comment."""
+    get = document["paths"]["/api/v1/cache/keys/{key}"]["get"]
+    assert get["summary"] == "Read one entry."
+    assert get["description"] == "Read one entry. A miss is not an error: `found` is false."
+    delete = document["paths"]["/api/v1/cache/keys/{key}"]["delete"]
+    assert (delete["summary"], "description" in delete) == ("Remove one entry.", False)
+    tags = {t["name"]: t.get("description", "") for t in document["tags"]}
+    assert tags["cache"].startswith("The cache: tenant-scoped key/value entries")
+    assert tags["shelf"].startswith("Named shelves of the calling tenant")
+
+
+def test_dev_mode_takes_the_tenant_as_a_security_scheme(document: dict[str, Any]) -> None:
+    """In dev mode X-Tenant-ID is an apiKey scheme (Authorize sets it once), optional, and no
+    longer a parameter of every operation."""
+    scheme = document["components"]["securitySchemes"]["tenantHeader"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-Tenant-ID")
+    assert document["security"] == [{"tenantHeader": []}, {}]
+    names = {p["name"] for path in document["paths"].values() for op in path.values()
+             for p in op["parameters"]}  # fmt: skip
+    assert "X-Tenant-ID" not in names
+    assert "Authorize" in document["info"]["description"]
 
 
 def test_auth_mode_documents_the_bearer_scheme() -> None:
@@ -134,8 +142,11 @@ def test_auth_mode_documents_the_bearer_scheme() -> None:
         "nats://x", auth="jwt", jwt_secret="s" * 32, jwt_issuer="i", jwt_audience="a"
     )
     doc = build(bindings(services().values()), settings)
+    assert set(doc["components"]["securitySchemes"]) == {"bearerAuth"}
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     assert doc["security"] == [{"bearerAuth": []}]
+    get = doc["paths"]["/api/v1/cache/keys/{key}"]["get"]
+    assert "X-Tenant-ID" in {p["name"] for p in get["parameters"]}
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

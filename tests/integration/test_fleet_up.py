@@ -26,7 +26,7 @@ async def cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
-async def test_up_then_embed_returns_a_384_dimension_vector(tmp_path: Path) -> None:
+async def test_up_then_embed_returns_a_384_dimension_vector(postgres_dir: Path) -> None:
     """No key, no network, no configuration: `aifleet up`, then `aifleet call gateway.embed`
     gives a unit 384-dimension vector, and `gateway.generate` the offline model's reply."""
     nats_port, redis_port = free_port(), free_port()
@@ -39,7 +39,7 @@ async def test_up_then_embed_returns_a_384_dimension_vector(tmp_path: Path) -> N
     up = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aifleet.cli", "up",
         "--nats-port", str(nats_port), "--redis-port", str(redis_port), "--bridge-port", "0",
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=postgres_dir, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert up.stdout is not None
     try:
@@ -51,7 +51,7 @@ async def test_up_then_embed_returns_a_384_dimension_vector(tmp_path: Path) -> N
                 seen.append(line)
         call_env = {**env, "NATS_URL": f"nats://127.0.0.1:{nats_port}"}
         code, out = await cli(
-            "call", "gateway.embed", '{"texts":["hello"]}', env=call_env, cwd=tmp_path
+            "call", "gateway.embed", '{"texts":["hello"]}', env=call_env, cwd=postgres_dir
         )
         assert code == 0, out
         (embedding,) = json.loads(out)["embeddings"]
@@ -59,7 +59,7 @@ async def test_up_then_embed_returns_a_384_dimension_vector(tmp_path: Path) -> N
         assert vector.shape == (384,)
         assert abs(float(np.linalg.norm(vector)) - 1) < 1e-3
         code, out = await cli(
-            "call", "gateway.generate", '{"prompt":"hello"}', env=call_env, cwd=tmp_path
+            "call", "gateway.generate", '{"prompt":"hello"}', env=call_env, cwd=postgres_dir
         )
         assert code == 0, out
         assert "offline model" in json.loads(out)["message"]["content"]

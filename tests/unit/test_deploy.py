@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy import render
 from subjects import STREAM_EVENTS, STREAM_JOBS, event_consumer, job_consumer
 from workers.components import available, load
 from workers.gateway.config import OFFLINE_ALIAS, GatewaySettings, load_config
@@ -305,6 +306,67 @@ def test_events_trigger_check_wants_the_components_consumer_on_ai_events() -> No
     assert jobs_trigger_problems(scaled(other), "rag", False, True)
     assert jobs_trigger_problems(scaled(), "rag", False, True)
     assert jobs_trigger_problems(scaled(own, own), "rag", True, True)
+
+
+def test_component_manifests_are_rendered_from_components_yaml() -> None:
+    """deploy/k8s/base/components/ is what `make deploy` writes from deploy/components.yaml
+    (nothing edited by hand, nothing missing, nothing left over)."""
+    assert render.stale() == []
+
+
+def test_a_two_line_entry_renders_a_deployable_component() -> None:
+    """`rag: {extras: rag, memory: [...]}` for a component with jobs gives a Deployment, a PDB
+    and a ScaledObject that pass the checks above, scaling on rag-jobs."""
+    spec = render.Spec.read("rag", {"extras": "rag", "memory": ["256Mi", "512Mi"]})
+    objects = [o for o in yaml.safe_load_all(render.render(spec, jobs=True, events=False)) if o]
+    by_kind = {o["kind"]: o for o in objects}
+    assert set(by_kind) == {"Deployment", "PodDisruptionBudget", "ScaledObject"}
+    deployment = by_kind["Deployment"]
+    assert component_label(deployment) == "rag"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert (container["image"], container["args"]) == ("aifleet-rag", ["worker", "rag"])
+    assert container["resources"]["limits"]["memory"] == "512Mi"
+    assert by_kind["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "aifleet",
+        "app.kubernetes.io/component": "rag",
+    }
+    assert jobs_trigger_problems(by_kind["ScaledObject"], "rag", True) == []
+    assert jobs_trigger_problems(by_kind["ScaledObject"], "rag", False)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({}, "needs at least"),
+        ({"extras": "rag", "replicas": 3}, "unknown keys"),
+        ({"extras": "rag", "secrets": ["shared-keys"]}, "named aifleet-rag-"),
+        ({"extras": "rag", "config_maps": {"models": "/etc/x"}}, "named aifleet-rag-"),
+    ],
+)
+def test_a_wrong_entry_is_refused_naming_the_component(entry: Doc, message: str) -> None:
+    """An entry without extras, with an unknown key or with a shared object's name fails."""
+    with pytest.raises(ValueError, match=message):
+        render.Spec.read("rag", entry)
+
+
+def test_a_component_without_an_entry_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A component found under workers/ but missing from components.yaml stops the rendering
+    with its name; an entry for no component too."""
+    entries = render.specs()
+    monkeypatch.setattr(render, "specs", lambda: {k: v for k, v in entries.items() if k != "cache"})
+    with pytest.raises(ValueError, match="no entry for cache"):
+        render.rendered()
+    extra = render.Spec.read("nothing", {"extras": ""})
+    monkeypatch.setattr(render, "specs", lambda: {**entries, "nothing": extra})
+    with pytest.raises(ValueError, match="nothing is no component"):
+        render.rendered()
+
+
+def test_images_are_built_with_the_same_extras_everywhere() -> None:
+    """compose builds each component's image with the EXTRAS deploy/components.yaml names."""
+    services = compose_services()
+    for name, spec in render.specs().items():
+        assert services[name]["build"]["args"]["EXTRAS"] == spec.extras, name
 
 
 def test_keda_trigger_metadata_values_are_strings() -> None:

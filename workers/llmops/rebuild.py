@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import nats
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
@@ -29,9 +30,10 @@ from subjects import (
     HEADER_MESSAGE_TYPE,
     HEADER_MSG_ID,
     STREAM_EVENTS,
-    check_tenant,
     filter_subject,
+    tenant_of,
 )
+from subjects.events import GATEWAY_LLM_OPERATION
 from subjects.streams import provision_streams
 from workers.llmops.batch import MAX_BATCH
 from workers.llmops.service import MIGRATIONS
@@ -44,23 +46,19 @@ BATCH = MAX_BATCH
 err = Console(stderr=True)
 
 
-async def rebuild(settings: Settings, start: datetime, tenant: str | None) -> int:
-    """Exit code: 0 done, 2 invalid arguments or configuration, 3 NATS unreachable."""
+async def rebuild(nc: NATS, settings: Settings, start: datetime, tenant: str | None) -> int:
+    """Exit code: 0 done, 2 invalid arguments or configuration. `nc` is the CLI's connection
+    (closed here)."""
     try:
-        subject = filter_subject("evt", tenant, "gateway", "llm_operation")
+        subject = filter_subject("evt", tenant, *GATEWAY_LLM_OPERATION)
     except (ValueError, ServiceError) as exc:
         err.print(f"[red]invalid argument:[/red] {exc}")
+        await nc.close()
         return 2
     if not settings.database_url:
         err.print("[red]DATABASE_URL is not set[/red]")
+        await nc.close()
         return 2
-    try:
-        nc = await nats.connect(
-            settings.nats_url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False
-        )
-    except Exception as exc:
-        err.print(f"[red]cannot reach NATS at {settings.nats_url}[/red] ({type(exc).__name__})")
-        return 3
     pool = await create_pool(settings.database_url, timeout=settings.dependency_timeout)
     try:
         await migrate(pool, SCHEMA, MIGRATIONS)
@@ -120,7 +118,7 @@ def _parse(msg: Msg) -> tuple[str, Operation] | None:
     headers = msg.headers or {}
     wanted = LlmOperationEvent.DESCRIPTOR.full_name
     try:
-        tenant = check_tenant(msg.subject.split(".")[2])
+        tenant = tenant_of(msg.subject)
         if headers.get(HEADER_MESSAGE_TYPE, wanted) != wanted:
             return None
         codec = codec_for(headers.get(HEADER_CONTENT_TYPE, PROTOBUF))
