@@ -163,6 +163,30 @@ def call(
 
 
 @app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="files to upload (PDF, DOCX, HTML, ...)")],
+    tenant: Annotated[
+        str, typer.Option(help="tenant token (the subject's tenant)")
+    ] = os.environ.get("AIFLEET_TENANT", "default"),
+    follow: Annotated[
+        bool, typer.Option(help="show each file's processing until it is searchable")
+    ] = False,
+    auto_ingest: Annotated[bool, typer.Option(help="parse and ingest into RAG right away")] = True,
+    timeout: Annotated[float, typer.Option(help="seconds --follow waits in all")] = 600.0,
+) -> None:
+    """Upload files to the ingestion component over NATS, with a progress bar per file."""
+    from aifleet.ingest import ingest_files
+
+    configure_logging("WARNING", "console")
+    code = run(
+        ingest_files(
+            settings(), files, tenant, follow=follow, auto_ingest=auto_ingest, timeout=timeout
+        )
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
 def status(
     wait: Annotated[float, typer.Option(help="seconds to collect discovery answers")] = 0.5,
 ) -> None:
@@ -302,7 +326,7 @@ def rag_ingest(
     source: Annotated[str, typer.Option(help="default: the path")] = "",
 ) -> None:
     """Ingest a file with rag.create_document; a large one shows the job's progress."""
-    from aifleet.ingest import ingest_file
+    from aifleet.documents import ingest_file
 
     configure_logging("WARNING", "console")
     raise typer.Exit(run(ingest_file(settings(), path, tenant, document_id, title, source)))

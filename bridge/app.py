@@ -33,6 +33,7 @@ from bridge.limits import RateLimiter
 from bridge.openai import openai_routes
 from bridge.openapi import document
 from bridge.routes import RpcRoutes, bindings
+from bridge.upload import MultipartUpload
 from schemas.errors import Internal, ServiceError, Unavailable
 from schemas.registry import services
 from workers.runtime import connection
@@ -110,7 +111,8 @@ class Bridge:
     def routes(self) -> list[BaseRoute]:
         """The rpc routes first (they carry the traffic), then the bridge's own; an rpc path
         that would take one of the bridge's own stops the start."""
-        rpc = RpcRoutes(self.bindings, self.forwarder)
+        # The one rpc with an endpoint of its own: multipart file uploads (bridge/upload.py).
+        rpc = RpcRoutes(self.bindings, MultipartUpload(self.forwarder, self.client))
         own = self._own_routes()
         for route in own:
             path = route.path.split("{", 1)[0] + "x" if "{" in route.path else route.path

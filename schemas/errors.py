@@ -80,6 +80,12 @@ class PayloadTooLarge(ServiceError):
     status, code = 413, "PAYLOAD_TOO_LARGE"
 
 
+class UnsupportedMediaType(ServiceError):
+    """The content is of a type the operation does not take (e.g. an uploaded file's type)."""
+
+    status, code = 415, "UNSUPPORTED_MEDIA_TYPE"
+
+
 class Unprocessable(ServiceError):
     status, code = 422, "UNPROCESSABLE"
 
@@ -107,6 +113,7 @@ _ALL: tuple[type[ServiceError], ...] = (
     NotFound,
     Conflict,
     PayloadTooLarge,
+    UnsupportedMediaType,
     Unprocessable,
     RateLimited,
     Internal,

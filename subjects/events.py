@@ -33,6 +33,10 @@ CACHE_INVALIDATED = event_name("cache", "invalidated")
 
 GATEWAY_LLM_OPERATION = event_name("gateway", "llm_operation")
 
+INGESTION_PROGRESS = event_name("ingestion", "progress")
+INGESTION_FILE_INGESTED = event_name("ingestion", "file_ingested")
+INGESTION_FILE_FAILED = event_name("ingestion", "file_failed")
+
 LLMOPS_BUDGET_EXCEEDED = event_name("llmops", "budget_exceeded")
 
 ML_TRAINING_PROGRESS = event_name("ml", "training_progress")

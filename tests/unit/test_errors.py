@@ -18,6 +18,7 @@ from schemas.errors import (
     Unauthenticated,
     Unavailable,
     Unprocessable,
+    UnsupportedMediaType,
 )
 from schemas.v1.common_pb2 import Error
 
@@ -28,6 +29,7 @@ EXPECTED = [
     (NotFound, 404, "NOT_FOUND", False),
     (Conflict, 409, "CONFLICT", False),
     (PayloadTooLarge, 413, "PAYLOAD_TOO_LARGE", False),
+    (UnsupportedMediaType, 415, "UNSUPPORTED_MEDIA_TYPE", False),
     (Unprocessable, 422, "UNPROCESSABLE", False),
     (RateLimited, 429, "RATE_LIMITED", True),
     (Internal, 500, "INTERNAL", False),
@@ -104,6 +106,7 @@ def test_codes_and_statuses_are_unique_and_match_the_design() -> None:
         404,
         409,
         413,
+        415,
         422,
         429,
         500,

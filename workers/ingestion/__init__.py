@@ -1,0 +1,1 @@
+"""Data ingestion: uploaded files of common document types parsed into RAG documents."""
