@@ -14,6 +14,11 @@ CONSTRAINTS := deploy/constraints.txt
 EXPORT := $(UV) export --frozen --all-extras --no-emit-project --no-hashes --no-header --quiet
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Compile bytecode at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (CI machines,
+# containers) nothing would ever be cached, and every process would compile every module it
+# imports (measured: the cache worker's imports 1.6-1.8 s and 80 MiB without, 0.8-1.0 s and
+# 65 MiB with).
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: run test lint types pytest proto proto-check deploy lock lock-check bench clean
 
