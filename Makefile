@@ -26,7 +26,7 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
 
-$(STAMP): pyproject.toml uv.lock | $(UV)
+$(STAMP): pyproject.toml uv.lock Makefile | $(UV)
 	$(UV) sync --locked --extra dev --python $(PYTHON)
 	touch $(STAMP)
 
