@@ -12,6 +12,8 @@ import nats
 import structlog
 from nats.aio.client import Client as NATS
 
+from workers.runtime.nats_tcp import allow_websocket
+
 RECONNECT_WAIT = 0.25
 
 
@@ -42,6 +44,7 @@ async def connect(
         quiet = False
         log.info("nats reconnected")
 
+    allow_websocket(url)
     return await nats.connect(
         url,
         name=name,

@@ -7,12 +7,12 @@ work entirely, so an unobserved worker pays nothing for it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context as OtelContext
-from opentelemetry.sdk.trace import TracerProvider
 
 tracer = trace.get_tracer("aifleet")
 meter = metrics.get_meter("aifleet")
@@ -27,8 +27,13 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 def tracing_enabled() -> bool:
-    """True when an SDK tracer provider records spans (configured here or by the host app)."""
-    return isinstance(trace.get_tracer_provider(), TracerProvider)
+    """True when an SDK tracer provider records spans (configured here or by the host app).
+
+    The SDK is imported only by `configure` or the host app (~3 MiB resident with the psutil its
+    resources import): while it is not loaded, no provider can be one of its own.
+    """
+    sdk = sys.modules.get("opentelemetry.sdk.trace")
+    return sdk is not None and isinstance(trace.get_tracer_provider(), sdk.TracerProvider)
 
 
 def provider_tracer() -> trace.Tracer:
@@ -64,6 +69,7 @@ def configure(service_name: str, endpoint: str | None) -> Callable[[], None]:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create({"service.name": service_name})
