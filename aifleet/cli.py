@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from workers.runtime.config import ConfigurationError, Settings
+from aifleet.launch import invalid_variables, run, run_worker
+from workers.runtime.config import Settings
 from workers.runtime.logs import configure as configure_logging
 
-T = TypeVar("T")
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 err = Console(stderr=True)
 
@@ -32,20 +30,9 @@ def settings() -> Settings:
 def invalid(what: str, prefix: str, exc: ValidationError) -> NoReturn:
     """Name every invalid variable (`prefix` + field) and exit with status 2."""
     err.print(f"[red]invalid {what}:[/red]")
-    for e in exc.errors():
-        name = prefix + ".".join(str(p) for p in e["loc"]).upper() if e["loc"] else prefix + "*"
-        err.print(f"  {name}: {e['msg']}")
+    for line in invalid_variables(prefix, exc):
+        err.print(f"  {line}")
     raise typer.Exit(2) from None
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed (it is on Linux and macOS)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    result: T = uvloop.run(coro)
-    return result
 
 
 @app.command()
@@ -120,28 +107,9 @@ def worker(
     components: Annotated[list[str], typer.Argument(help="component names, e.g. cache")],
 ) -> None:
     """Run components in this process (what a systemd unit or container runs)."""
-    from workers.components import load
-    from workers.runtime.telemetry import configure as configure_telemetry
-    from workers.runtime.worker import Worker
-
-    s = settings()
-    configure_logging(s.log_level, s.log_format)
-    try:
-        loaded = [load(name) for name in components]
-    except KeyError as exc:
-        err.print(f"[red]{exc.args[0]}[/red]")
-        raise typer.Exit(2) from None
-    shutdown = configure_telemetry("aifleet-" + "-".join(components), s.otel_endpoint)
-    try:
-        run(Worker(loaded, s).run())
-    except ConfigurationError as exc:
-        err.print(f"[red]cannot start:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except ConnectionError as exc:  # NATS unreachable at start
-        err.print(f"[red]cannot start:[/red] {exc}")
-        raise typer.Exit(3) from None
-    finally:
-        shutdown()
+    status = run_worker(components)
+    if status:
+        raise typer.Exit(status)
 
 
 @app.command()

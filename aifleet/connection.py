@@ -8,7 +8,7 @@ from nats.aio.client import Client as NATS
 from rich.console import Console
 
 from workers.runtime.config import Settings
-from workers.runtime.nats_tcp import allow_websocket
+from workers.runtime.slim_imports import allow_websocket
 
 err = Console(stderr=True)
 

@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from aifleet.embedded import EmbeddedNats, EmbeddedValkey
+from aifleet.embedded import EmbeddedNats, EmbeddedValkey, free_port
 from schemas.codec import JSON_CODEC, MSGPACK_CODEC
 from schemas.errors import (
     BadRequest,
@@ -484,10 +484,12 @@ def test_valid_environment_values_are_read(monkeypatch: pytest.MonkeyPatch) -> N
     assert (s.concurrency, s.log_level, s.nats_url) == (3, "DEBUG", "nats://example:4222")
 
 
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], entry: tuple[str, ...] = ("-m", "aifleet.cli")
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AIFLEET_")}
     return subprocess.run(
-        [sys.executable, "-m", "aifleet.cli", *args],
+        [sys.executable, *entry, *args],
         env={**clean, **env},
         cwd=REPO,
         capture_output=True,
@@ -523,3 +525,47 @@ def test_worker_command_exits_2_naming_an_invalid_component_variable(
     assert done.returncode == 2, done.stderr[-2000:]
     assert "AIFLEET_CACHE_MAX_VALUE_BYTES" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def run_entry_point(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The installed `aifleet` script's entry, reporting whether the full CLI was imported."""
+    script = (
+        "import sys\nfrom aifleet.launch import main\nsys.argv = ['aifleet', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n"
+        "    print(exc.code, 'typer' in sys.modules, 'rich' in sys.modules)\n"
+    )
+    return run_cli(*args, env=env, entry=("-c", script))
+
+
+def test_worker_entry_point_runs_without_the_interactive_cli(nats_server: EmbeddedNats) -> None:
+    """`aifleet worker cache` never imports typer or rich, and names a bad variable (exit 2)."""
+    done = run_entry_point("worker", "cache", env={"AIFLEET_CONCURRENCY": "0"})
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr[-2000:]
+    assert "AIFLEET_CONCURRENCY" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_worker_entry_point_names_an_unknown_component() -> None:
+    """An unknown component name is exit 2 with the known names, before any connection."""
+    done = run_entry_point("worker", "cahce", env={})
+    assert done.stdout.split()[0] == "2", done.stderr[-2000:]
+    assert "cahce" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_worker_entry_point_unreachable_nats_is_exit_3() -> None:
+    """NATS down at start: exit 3 naming the URL, not a traceback."""
+    done = run_entry_point(
+        "worker",
+        "cache",
+        env={"NATS_URL": f"nats://127.0.0.1:{free_port()}", "AIFLEET_NATS_CONNECT_TIMEOUT": "1"},
+    )
+    assert done.stdout.split()[0] == "3", (done.stdout, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr
+
+
+def test_entry_point_hands_everything_else_to_the_full_cli() -> None:
+    """`aifleet worker --help` (an option) is the typer CLI's help."""
+    done = run_entry_point("worker", "--help", env={})
+    assert done.stdout.split()[-3:] == ["0", "True", "True"], done.stderr[-2000:]
+    assert "Run components in this process" in done.stdout

@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m tests.support.run_worker MODULE [MODULE...]", file=sys.stderr)
         return 2
-    from aifleet.cli import run
+    from aifleet.launch import run
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)

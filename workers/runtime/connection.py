@@ -12,7 +12,7 @@ import nats
 import structlog
 from nats.aio.client import Client as NATS
 
-from workers.runtime.nats_tcp import allow_websocket
+from workers.runtime.slim_imports import allow_websocket
 
 RECONNECT_WAIT = 0.25
 
