@@ -63,6 +63,9 @@ MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 MAX_CONFIG_BYTES = 16 * 1024
 MAX_FEEDBACK_BYTES = 4096
 RESERVED_AGENT_IDS = frozenset({"tools", "permissions", "schemas"})
+# Set in the metadata of what an approval creates: where it came from, and how a repeated
+# approval recognises the resource it made (rather than one that took the id meanwhile).
+ORIGIN = "generator_draft_id"
 KINDS, STATUSES = ("agent", "tool"), ("pending", "approved")
 
 
@@ -200,7 +203,8 @@ class GeneratorService(FeedbackHandlers):
 
     async def _approve(self, ctx: Context, row: DraftRow) -> DraftResponse:
         """Create the draft's resource as the caller, once; a resource already made from this
-        draft (a repeated or concurrent approval) is answered again, not created twice."""
+        draft (a repeated or concurrent approval: its metadata names the draft) is answered
+        again, not created twice."""
         if row.kind == "agent":
             reply = DraftResponse(agent=await self._created_agent(ctx, row))
         else:
@@ -215,11 +219,12 @@ class GeneratorService(FeedbackHandlers):
             return (await ctx.call(AgentService.GetAgent, get)).agent
         request = CreateAgentRequest(agent_id=row.resource_id)
         json_format.ParseDict(row.spec, request.agent)
+        request.agent.metadata[ORIGIN] = row.draft_id
         try:
             return (await ctx.call(AgentService.CreateAgent, request)).agent
         except Conflict:
             existing = await _existing(ctx, AgentService.GetAgent, get)
-            if existing is None or _plain(existing.agent.definition) != row.spec:
+            if existing is None or _origin(existing.agent.definition) != row.draft_id:
                 raise Conflict("agent_id is taken", details={"field": "agent_id"}) from None
             return existing.agent
 
@@ -229,11 +234,12 @@ class GeneratorService(FeedbackHandlers):
             return (await ctx.call(AgentService.ToolGet, get)).tool
         request = ToolCreateRequest(tool_id=row.resource_id)
         json_format.ParseDict(row.spec, request.tool)
+        request.tool.metadata[ORIGIN] = row.draft_id
         try:
             return (await ctx.call(AgentService.ToolCreate, request)).tool
         except Conflict:
             existing = await _existing(ctx, AgentService.ToolGet, get)
-            if existing is None or _plain(existing.tool.definition) != row.spec:
+            if existing is None or _origin(existing.tool.definition) != row.draft_id:
                 raise Conflict("tool_id is taken", details={"field": "tool_id"}) from None
             return existing.tool
 
@@ -267,8 +273,10 @@ async def _existing(ctx: Context, method: Any, request: Any) -> Any:
         return None
 
 
-def _plain(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+def _origin(definition: Any) -> str:
+    """The draft an agent or tool was created from (its metadata says), else ""."""
+    value = definition.metadata.fields.get(ORIGIN)
+    return value.string_value if value is not None else ""
 
 
 def _draft(row: DraftRow) -> Draft:
