@@ -229,13 +229,14 @@ async def test_a_generated_tool_is_approved_into_the_agent_component(
     gen: Generator, agents: Agents, fake: FakeOpenAI
 ) -> None:
     """A public HTTP tool drafted by the model is created as the caller on approval."""
+    url = "https://api.example.com/weather/{city}"
     tool = {
         "name": "weather",
         "description": "Weather of a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
         "http": {
             "method": "GET",
-            "url": "https://api.example.com/weather/{city}",
+            "url": url,
             "allowed_hosts": ["api.example.com"],
         },
     }
@@ -245,7 +246,7 @@ async def test_a_generated_tool_is_approved_into_the_agent_component(
     assert approved.tool.tool_id == made.draft.resource_id
     assert approved.tool.created_by == "alice"
     got = await agents("tool_get", {"tool_id": made.draft.resource_id})
-    assert got.tool.definition.http.url == tool["http"]["url"]
+    assert got.tool.definition.http.url == url
 
 
 async def test_cached_draft_answers_an_identical_request(gen: Generator, fake: FakeOpenAI) -> None:
