@@ -5,6 +5,7 @@ run: it is parsed as JSON and checked."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from workers.runtime import validation as check
 from workers.runtime.context import Context
 
 MESSAGES = {"agent": AgentDefinition, "tool": ToolDefinition}
+_VALIDATORS: dict[str, Draft202012Validator] = {}
+_MAX_VALIDATORS = 8
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,7 @@ class Drafter:
     ) -> Generated:
         """A definition the schema, the bounds and the fleet accept, or Unprocessable."""
         schema = await fleet.definition_schema(ctx, kind)
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError:
-            raise Unavailable("the agent component's definition schema is invalid") from None
-        validator = Draft202012Validator(schema)
+        validator = validator_for(schema)
         known = await fleet.catalog(ctx)
         if model and model not in known.models:
             raise BadRequest(
@@ -129,11 +128,11 @@ class Drafter:
         spec = check.json_value(hit.value, "value", max_bytes=1024 * 1024)
         if not isinstance(spec, dict):
             return None
-        schema = await fleet.definition_schema(ctx, kind)
+        validator = validator_for(await fleet.definition_schema(ctx, kind))
         known = await fleet.catalog(ctx)
         try:
-            problems = await self.errors(ctx, kind, spec, Draft202012Validator(schema), known)
-        except (Unprocessable, SchemaError):
+            problems = await self.errors(ctx, kind, spec, validator, known)
+        except Unprocessable:
             return None
         return None if problems else Generated(spec, 0, cached=True)
 
@@ -141,6 +140,22 @@ class Drafter:
         request = SetRequest(key=key, ttl_seconds=self.settings.cache_ttl_seconds)
         request.value.struct_value.CopyFrom(check.to_struct(spec))
         await ctx.call(CacheService.Set, request)
+
+
+def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
+    """A validator of the schema, checked once per distinct schema (checking a schema costs
+    ~10 ms of CPU; the agent component's two schemas change only with its release)."""
+    digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+    found = _VALIDATORS.get(digest)
+    if found is None:
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError:
+            raise Unavailable("the agent component's definition schema is invalid") from None
+        if len(_VALIDATORS) >= _MAX_VALIDATORS:
+            _VALIDATORS.clear()
+        found = _VALIDATORS[digest] = Draft202012Validator(schema)
+    return found
 
 
 def normalized(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
