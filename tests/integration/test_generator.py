@@ -3,6 +3,7 @@ scripted), agent, prompt and cache workers, PostgreSQL and Valkey."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -116,6 +117,19 @@ async def test_approve_flag_creates_at_once_with_the_chosen_id(gen: Generator) -
     assert made.agent.agent_id == "poet"
     with pytest.raises(Conflict):
         await gen("generate_agent", {"prompt": "Another", "agent_id": "poet", "approve": True})
+
+
+async def test_concurrent_approvals_create_one_agent(gen: Generator, agents: Agents) -> None:
+    """Five approvals at once all answer with the same agent, created once."""
+    made = await gen("generate_agent", {"prompt": "A racer"})
+    draft_id = made.draft.draft_id
+    replies = await asyncio.gather(
+        *(gen("approve_draft", {"draft_id": draft_id}) for _ in range(5))
+    )
+    assert {r.agent.agent_id for r in replies} == {made.draft.resource_id}
+    listed = await agents("list_agents", {})
+    assert [a.agent_id for a in listed.agents] == [made.draft.resource_id]
+    assert listed.agents[0].definition.metadata["generator_draft_id"] == draft_id
 
 
 async def test_a_draft_whose_id_was_taken_meanwhile_is_not_approved(
