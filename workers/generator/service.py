@@ -15,29 +15,23 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from google.protobuf import json_format
 
-from schemas.errors import BadRequest, Conflict, NotFound, PermissionDenied
+from schemas.errors import BadRequest, Conflict, NotFound
 from schemas.v1 import generator_pb2
 from schemas.v1.agent_pb2 import (
     CheckPermissionRequest,
     CheckPermissionResponse,
-    CreateAgentRequest,
-    GetAgentRequest,
     GrantPermissionRequest,
     ListPermissionsRequest,
     ListPermissionsResponse,
     PermissionResponse,
     RevokePermissionRequest,
-    ToolCreateRequest,
-    ToolGetRequest,
 )
 from schemas.v1.agent_rpc import AgentService
 from schemas.v1.generator_pb2 import (
     ApproveDraftRequest,
-    Draft,
     DraftResponse,
     GenerateAgentRequest,
     GenerateToolRequest,
@@ -46,7 +40,8 @@ from schemas.v1.generator_pb2 import (
     ListDraftsResponse,
     RegenerateDraftRequest,
 )
-from workers.generator import drafting, refusals
+from workers.generator import approval, drafting, refusals
+from workers.generator.approval import draft_message
 from workers.generator.feedback_ops import FeedbackHandlers
 from workers.generator.generation import Drafter, refuse
 from workers.generator.settings import GeneratorSettings
@@ -63,9 +58,6 @@ MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 MAX_CONFIG_BYTES = 16 * 1024
 MAX_FEEDBACK_BYTES = 4096
 RESERVED_AGENT_IDS = frozenset({"tools", "permissions", "schemas"})
-# Set in the metadata of what an approval creates: where it came from, and how a repeated
-# approval recognises the resource it made (rather than one that took the id meanwhile).
-ORIGIN = "generator_draft_id"
 KINDS, STATUSES = ("agent", "tool"), ("pending", "approved")
 
 
@@ -135,7 +127,11 @@ class GeneratorService(FeedbackHandlers):
                 created_by=ctx.user_id or "",
             ),
         )
-        return await self._approve(ctx, row) if approve else DraftResponse(draft=_draft(row))
+        return (
+            await approval.approve(ctx, self.store, row)
+            if approve
+            else DraftResponse(draft=draft_message(row))
+        )
 
     # -- drafts -------------------------------------------------------------------------------
 
@@ -156,13 +152,13 @@ class GeneratorService(FeedbackHandlers):
             ctx.tenant, user, req.kind, req.status, after=after, limit=page.size + 1
         )
         kept, token = paging.finish(ctx.tenant, page, rows, lambda r: (r.created_at, r.draft_id))
-        return ListDraftsResponse(drafts=[_draft(r) for r in kept], page=token)
+        return ListDraftsResponse(drafts=[draft_message(r) for r in kept], page=token)
 
     async def get_draft(self, ctx: Context, req: GetDraftRequest) -> DraftResponse:
-        return DraftResponse(draft=_draft(await self._row(ctx, req.draft_id)))
+        return DraftResponse(draft=draft_message(await self._row(ctx, req.draft_id)))
 
     async def approve_draft(self, ctx: Context, req: ApproveDraftRequest) -> DraftResponse:
-        return await self._approve(ctx, await self._row(ctx, req.draft_id))
+        return await approval.approve(ctx, self.store, await self._row(ctx, req.draft_id))
 
     async def regenerate_draft(self, ctx: Context, req: RegenerateDraftRequest) -> DraftResponse:
         feedback = check.text(req.feedback, "feedback", required=True, max_bytes=MAX_FEEDBACK_BYTES)
@@ -192,7 +188,7 @@ class GeneratorService(FeedbackHandlers):
         )
         if updated is None:
             raise Conflict("the draft changed meanwhile", details={"field": "draft_id"})
-        return DraftResponse(draft=_draft(updated))
+        return DraftResponse(draft=draft_message(updated))
 
     async def _row(self, ctx: Context, draft_id: str) -> DraftRow:
         check.identifier(draft_id, "draft_id")
@@ -200,48 +196,6 @@ class GeneratorService(FeedbackHandlers):
         if row is None:
             raise NotFound("draft not found", details={"field": "draft_id"})
         return row
-
-    async def _approve(self, ctx: Context, row: DraftRow) -> DraftResponse:
-        """Create the draft's resource as the caller, once; a resource already made from this
-        draft (a repeated or concurrent approval: its metadata names the draft) is answered
-        again, not created twice."""
-        if row.kind == "agent":
-            reply = DraftResponse(agent=await self._created_agent(ctx, row))
-        else:
-            reply = DraftResponse(tool=await self._created_tool(ctx, row))
-        approved = await self.store.approve(ctx.tenant, row.draft_id, ctx.user_id or "")
-        reply.draft.CopyFrom(_draft(approved))
-        return reply
-
-    async def _created_agent(self, ctx: Context, row: DraftRow) -> Any:
-        get = GetAgentRequest(agent_id=row.resource_id)
-        if row.status == "approved":
-            return (await ctx.call(AgentService.GetAgent, get)).agent
-        request = CreateAgentRequest(agent_id=row.resource_id)
-        json_format.ParseDict(row.spec, request.agent)
-        request.agent.metadata[ORIGIN] = row.draft_id
-        try:
-            return (await ctx.call(AgentService.CreateAgent, request)).agent
-        except Conflict:
-            existing = await _existing(ctx, AgentService.GetAgent, get)
-            if existing is None or _origin(existing.agent.definition) != row.draft_id:
-                raise Conflict("agent_id is taken", details={"field": "agent_id"}) from None
-            return existing.agent
-
-    async def _created_tool(self, ctx: Context, row: DraftRow) -> Any:
-        get = ToolGetRequest(tool_id=row.resource_id)
-        if row.status == "approved":
-            return (await ctx.call(AgentService.ToolGet, get)).tool
-        request = ToolCreateRequest(tool_id=row.resource_id)
-        json_format.ParseDict(row.spec, request.tool)
-        request.tool.metadata[ORIGIN] = row.draft_id
-        try:
-            return (await ctx.call(AgentService.ToolCreate, request)).tool
-        except Conflict:
-            existing = await _existing(ctx, AgentService.ToolGet, get)
-            if existing is None or _origin(existing.tool.definition) != row.draft_id:
-                raise Conflict("tool_id is taken", details={"field": "tool_id"}) from None
-            return existing.tool
 
     # -- permissions: the agent component's, forwarded ----------------------------------------
 
@@ -264,41 +218,6 @@ class GeneratorService(FeedbackHandlers):
         self, ctx: Context, req: ListPermissionsRequest
     ) -> ListPermissionsResponse:
         return await ctx.call(AgentService.ListPermissions, req)
-
-
-async def _existing(ctx: Context, method: Any, request: Any) -> Any:
-    try:
-        return await ctx.call(method, request)
-    except (NotFound, PermissionDenied):
-        return None
-
-
-def _origin(definition: Any) -> str:
-    """The draft an agent or tool was created from (its metadata says), else ""."""
-    value = definition.metadata.fields.get(ORIGIN)
-    return value.string_value if value is not None else ""
-
-
-def _draft(row: DraftRow) -> Draft:
-    draft = Draft(
-        draft_id=row.draft_id,
-        kind=row.kind,
-        prompt=row.prompt,
-        llm_model=row.llm_model,
-        status=row.status,
-        version=row.version,
-        resource_id=row.resource_id,
-        feedback=row.feedback,
-        cached=row.cached,
-        model_calls=row.model_calls,
-        created_by=row.created_by,
-        approved_by=row.approved_by,
-    )
-    draft.additional_config.update(row.additional_config)
-    draft.spec.update(row.spec)
-    draft.created_at.FromDatetime(row.created_at)
-    draft.updated_at.FromDatetime(row.updated_at)
-    return draft
 
 
 @asynccontextmanager
