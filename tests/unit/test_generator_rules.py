@@ -23,6 +23,9 @@ from workers.generator.settings import GeneratorSettings
         "a tool that runs arbitrary Python code",
         "execute shell commands on the server",
         "give it bash access",
+        "open a shell on the host",
+        "use exec to run what the user sends",
+        "spawn /bin/sh",
         "an agent that reads files from the disk",
         "read /etc/passwd and summarize it",
         "a tool calling http://169.254.169.254/latest/meta-data/",
@@ -46,6 +49,12 @@ def test_descriptions_asking_for_code_files_or_private_hosts_are_refused(text: s
         "An agent that explains what a list comprehension is, in plain words",
         "Summarize support tickets and suggest a priority from 1 to 5",
         "Call https://8.8.8.8/resolve to resolve names",
+        "An exec assistant that books flights",
+        "A guide to the airport terminal and its shops",
+        "Find the nearest Shell gas station",
+        "Help plan a birthday bash",
+        "Evaluate customer satisfaction from survey answers",
+        "Read the staff directory and find who covers billing",
     ],
 )
 def test_ordinary_descriptions_pass(text: str) -> None:

@@ -20,7 +20,12 @@ _CODE = [
     (re.compile(r"\bos\s*\.\s*(system|popen|exec\w*|spawn\w*)\b", _F), "asks for os.system"),
     (re.compile(r"\bsubprocess\b|\bpopen\b", _F), "asks for subprocess execution"),
     (re.compile(r"\b(eval|exec|compile|__import__)\s*\(", _F), "asks for eval/exec of code"),
-    (re.compile(r"\b(eval|exec)\b", _F), "asks for eval/exec of code"),
+    (
+        re.compile(
+            r"\beval\b|\b(use|uses|using|call|calls|calling|via|with|run|runs)\s+exec\b", _F
+        ),
+        "asks for eval/exec of code",
+    ),
     (re.compile(r"\bimport\s+(os|sys|subprocess|shutil|socket)\b", _F), "contains Python code"),
     (re.compile(r"(/etc/(passwd|shadow|hosts)|~/\.ssh|\bfile://|\.\./\.\.)", _F), "names files"),
 ]
@@ -36,13 +41,19 @@ _ASKS = [
         "asks to execute code or commands",
     ),
     (
-        re.compile(r"\b(shell|bash|zsh|powershell|cmd\.exe|terminal)\b", _F),
+        re.compile(
+            r"\b(shell|bash|zsh|sh|powershell|terminal|console)\s+"
+            r"(access|commands?|scripts?|sessions?|prompts?|one-liners?)\b"
+            r"|\b(open|opens|spawn|spawns|get|give|with|run|runs|into)\s+(a\s+|an\s+)?"
+            r"(shell|bash|zsh|powershell|terminal)\b|\bcmd\.exe\b|/bin/(ba|z)?sh\b",
+            _F,
+        ),
         "asks for shell access",
     ),
     (
         re.compile(
             r"\b(read|reads|reading|write|writes|writing|open|opens|delete|deletes|access|list)"
-            r"\b[^.\n]{0,40}?\b(files?|file ?system|director(y|ies)|disk|folders?)\b",
+            r"\b[^.\n]{0,40}?\b(files?|file ?system|disk|folders?)\b",
             _F,
         ),
         "asks for file access",
