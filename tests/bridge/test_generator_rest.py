@@ -159,6 +159,16 @@ async def test_ratings_and_feedback_over_rest(rest: httpx.AsyncClient) -> None:
     assert [r["feedback"] for r in stats["recent"]] == ["gave 3", "gave 5"]
     bad = await rest.post(f"/api/v1/prompt/agents/{agent_id}/rate", json={"rating": 9}, headers=h)
     assert bad.status_code == 400
+    tool = {"name": "kv", "parameters": {"type": "object"}, "fleet": {"operation": "cache.get"}}
+    made_tool = await rest.post(
+        "/api/v1/agents/tools", json={"tool_id": "kv", "tool": tool}, headers=h
+    )
+    assert made_tool.status_code == 201, made_tool.text
+    rated = await rest.post("/api/v1/prompt/tools/kv/rate", json={"rating": 2}, headers=h)
+    assert rated.json()["rating"]["version"] == 1
+    tool_stats = (await rest.get("/api/v1/prompt/tools/kv/feedback", headers=h)).json()
+    assert (tool_stats["total"], tool_stats["distribution"]) == (1, [0, 1, 0, 0, 0])
+    assert tool_stats.get("recent", []) == []
     missing = await rest.get("/api/v1/prompt/tools/nope/feedback", headers=h)
     assert missing.status_code in (403, 404)
 
