@@ -13,7 +13,9 @@ from tests.support.agent import new_tenant
 from tests.support.fleet import running_worker
 from tests.support.generator import Generator, GeneratorDb, running_generator
 from workers.agent import service as agent
+from workers.gateway import service as gateway
 from workers.generator import service as generator
+from workers.prompt import service as prompt
 from workers.runtime.client import Client
 
 
@@ -35,6 +37,20 @@ async def test_generate_without_agent_or_gateway_is_503_and_stores_nothing(
         async with running_generator(mp, nats_server.url, valkey.url, postgres.dsn, None):
             made = await gen("generate_agent", body)
     assert made.draft.status == "approved"
+
+
+async def test_generate_with_the_cache_down_asks_the_model(
+    nats_server: EmbeddedNats, nc: NATS, postgres: EmbeddedPostgres, valkey: EmbeddedValkey
+) -> None:
+    """cache_enabled without a cache worker: the draft is made (not cached), not a 503."""
+    gen = Generator(Client(nc, timeout=30.0), new_tenant("dep"), "alice")
+    components = [generator.component, agent.component, gateway.component, prompt.component]
+    async with running_worker(
+        components, nats_server.url, database_url=postgres.dsn, redis_url=valkey.url
+    ):
+        for _ in range(2):
+            made = await gen("generate_agent", {"prompt": "An agent", "cache_enabled": True})
+            assert (made.draft.cached, made.draft.model_calls) == (False, 1)
 
 
 def test_worker_exits_2_naming_an_invalid_generator_variable(nats_server: EmbeddedNats) -> None:

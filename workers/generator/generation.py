@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from schemas.errors import BadRequest, Unavailable, Unprocessable
+from schemas.errors import BadRequest, DeadlineExceeded, Unavailable, Unprocessable
 from schemas.v1.agent_pb2 import AgentDefinition, ToolDefinition
 from schemas.v1.cache_pb2 import GetRequest, SetRequest
 from schemas.v1.cache_rpc import CacheService
@@ -121,8 +121,13 @@ class Drafter:
         return found + await fleet.errors(ctx, kind, spec, known)
 
     async def cached(self, ctx: Context, key: str, kind: str) -> Generated | None:
-        """The definition stored under key, if it still passes every check for this caller."""
-        hit = await ctx.call(CacheService.Get, GetRequest(key=key))
+        """The definition stored under key, if it still passes every check for this caller;
+        None on a miss, and when the cache component is down (the model is asked then)."""
+        try:
+            hit = await ctx.call(CacheService.Get, GetRequest(key=key))
+        except (Unavailable, DeadlineExceeded) as exc:  # a cache is an optimisation
+            ctx.log.warning("draft cache unavailable", error=str(exc))
+            return None
         if not hit.found or hit.WhichOneof("payload") != "value":
             return None
         spec = check.json_value(hit.value, "value", max_bytes=1024 * 1024)
@@ -139,7 +144,10 @@ class Drafter:
     async def remember(self, ctx: Context, key: str, spec: dict[str, Any]) -> None:
         request = SetRequest(key=key, ttl_seconds=self.settings.cache_ttl_seconds)
         request.value.struct_value.CopyFrom(check.to_struct(spec))
-        await ctx.call(CacheService.Set, request)
+        try:
+            await ctx.call(CacheService.Set, request)
+        except (Unavailable, DeadlineExceeded) as exc:
+            ctx.log.warning("draft cache unavailable", error=str(exc))
 
 
 def validator_for(schema: dict[str, Any]) -> Draft202012Validator:
