@@ -51,6 +51,7 @@ INVALID: dict[str, dict[str, Any]] = {
 MORE_INVALID: list[tuple[str, dict[str, Any]]] = [
     ("generate_agent", {"prompt": "an agent", "agent_id": "tools"}),
     ("generate_agent", {"prompt": "an agent", "llm_model": "no-such-model"}),
+    ("generate_tool", {"prompt": "a tool", "llm_model": "bad model"}),
     ("generate_agent", {"prompt": "bad \u0000 text"}),
     ("list_drafts", {"status": "done"}),
     ("list_drafts", {"page": {"page_token": "x"}}),

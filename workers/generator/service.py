@@ -11,6 +11,7 @@ here forward to the agent component's.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -56,6 +57,7 @@ from workers.runtime.resources import Resources
 
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 MAX_CONFIG_BYTES = 16 * 1024
+MODEL_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}\Z")  # as an agent's `model`
 MAX_FEEDBACK_BYTES = 4096
 RESERVED_AGENT_IDS = frozenset({"tools", "permissions", "schemas"})
 KINDS, STATUSES = ("agent", "tool"), ("pending", "approved")
@@ -96,7 +98,7 @@ class GeneratorService(FeedbackHandlers):
         prompt = check.text(
             prompt, "prompt", required=True, max_bytes=self.settings.max_prompt_bytes
         )
-        check.identifier(model, "llm_model", required=False)
+        check.identifier(model, "llm_model", pattern=MODEL_ALIAS, required=False)
         config = check.struct(
             req.additional_config, "additional_config", max_bytes=MAX_CONFIG_BYTES
         )
