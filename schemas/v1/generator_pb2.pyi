@@ -56,7 +56,9 @@ class GenerateAgentRequest(_message.Message):
     of asking the model again.
     """
     approve: _builtins.bool
-    """Create the agent at once (as ApproveDraft)."""
+    """Create the agent at once (as ApproveDraft). If that fails, the draft is kept and the
+    error's details name its `draft_id`.
+    """
     @_builtins.property
     def additional_config(self) -> _struct_pb2.Struct:
         """Extra requirements given to the model with the prompt (JSON object, at most 16 KiB)."""

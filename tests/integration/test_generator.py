@@ -115,8 +115,10 @@ async def test_approve_flag_creates_at_once_with_the_chosen_id(gen: Generator) -
     made = await gen("generate_agent", {"prompt": "A poet", "agent_id": "poet", "approve": True})
     assert made.draft.status == "approved"
     assert made.agent.agent_id == "poet"
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as taken:
         await gen("generate_agent", {"prompt": "Another", "agent_id": "poet", "approve": True})
+    kept = await gen("get_draft", {"draft_id": taken.value.details["draft_id"]})
+    assert kept.draft.status == "pending"
 
 
 async def test_concurrent_approvals_create_one_agent(gen: Generator, agents: Agents) -> None:

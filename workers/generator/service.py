@@ -19,7 +19,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from schemas.errors import BadRequest, Conflict, NotFound
+from schemas.errors import BadRequest, Conflict, NotFound, ServiceError
 from schemas.v1 import generator_pb2
 from schemas.v1.agent_pb2 import (
     CheckPermissionRequest,
@@ -129,11 +129,13 @@ class GeneratorService(FeedbackHandlers):
                 created_by=ctx.user_id or "",
             ),
         )
-        return (
-            await approval.approve(ctx, self.store, row)
-            if approve
-            else DraftResponse(draft=draft_message(row))
-        )
+        if not approve:
+            return DraftResponse(draft=draft_message(row))
+        try:
+            return await approval.approve(ctx, self.store, row)
+        except ServiceError as exc:  # the draft is kept: say which, so it can be approved later
+            exc.details = {**exc.details, "draft_id": row.draft_id}
+            raise
 
     # -- drafts -------------------------------------------------------------------------------
 
