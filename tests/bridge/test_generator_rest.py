@@ -59,6 +59,22 @@ async def test_generate_approve_and_chat_offline(rest: httpx.AsyncClient) -> Non
     assert [d["draft_id"] for d in listed.json()["drafts"]] == [draft["draft_id"]]
 
 
+async def test_an_offline_tool_draft_is_approved_into_the_agent_component(
+    rest: httpx.AsyncClient,
+) -> None:
+    """The offline model's tool (an HTTP request to its URL's host only) is created on approve."""
+    h = caller("alice")
+    made = await rest.post(
+        "/api/v1/prompt/tools", json={"prompt": "Look things up", "approve": True}, headers=h
+    )
+    assert made.status_code == 201, made.text
+    tool = made.json()["tool"]
+    http = tool["definition"]["http"]
+    assert http["allowed_hosts"] == [http["url"].split("//")[1].split("/")[0]]
+    got = await rest.get(f"/api/v1/agents/tools/{tool['tool_id']}", headers=h)
+    assert got.json()["tool"]["created_by"] == "alice"
+
+
 async def test_approve_flag_and_regenerate_over_rest(rest: httpx.AsyncClient) -> None:
     """approve=true answers 201 with the agent; regenerate bumps a pending draft's version."""
     h = caller("alice")

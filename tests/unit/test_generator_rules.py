@@ -189,3 +189,26 @@ def test_trend_compares_the_latest_two_versions() -> None:
     assert trend([3.0, 4.0]) == "up"
     assert trend([4.0, 2.5]) == "down"
     assert trend([1.0, 4.0, 4.01]) == "flat"
+
+
+def test_an_http_tools_allowed_hosts_are_its_urls_host() -> None:
+    """Whatever the model put in allowed_hosts, the generated tool may reach its URL's host
+    only; missing parameters are the URL's placeholders."""
+    spec = {
+        "name": "w",
+        "http": {
+            "method": "GET",
+            "url": "https://API.example.com/w/{city}?d={day}",
+            "allowed_hosts": ["*.com"],
+        },
+    }
+    done = drafting.completed("tool", spec)
+    assert done["http"]["allowed_hosts"] == ["api.example.com"]
+    assert done["parameters"] == {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "day": {"type": "string"}},
+        "required": ["city", "day"],
+    }
+    given = {"type": "object", "properties": {"city": {"type": "string"}}}
+    assert drafting.completed("tool", {**spec, "parameters": given})["parameters"] == given
+    assert drafting.completed("agent", {"name": "a"}) == {"name": "a"}

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
 
@@ -15,6 +17,7 @@ from schemas.v1.common_pb2 import ChatMessage
 from workers.generator.settings import GeneratorSettings
 
 MAX_ERRORS = 20
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
 _WHAT = {
     "agent": (
         "an aifleet agent definition (AgentDefinition): a name, a description, a system prompt"
@@ -89,6 +92,32 @@ def parse(content: str) -> tuple[dict[str, Any] | None, list[str]]:
     if not isinstance(value, dict):
         return None, ["the reply is not a JSON object"]
     return value, []
+
+
+def completed(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A tool definition with what the generator decides rather than the model: an HTTP tool's
+    `allowed_hosts` is exactly its URL's host (a model widening it to `*.com` is not kept),
+    and missing `parameters` are the URL's placeholders as required strings."""
+    if kind != "tool":
+        return spec
+    out = dict(spec)
+    http = out.get("http")
+    url = http.get("url") if isinstance(http, dict) else None
+    if not isinstance(http, dict) or not isinstance(url, str):
+        return out
+    host = urlsplit(PLACEHOLDER.sub("x", url)).hostname
+    if host:
+        out["http"] = {**http, "allowed_hosts": [host.lower()]}
+    if "parameters" not in out:
+        names = list(dict.fromkeys(PLACEHOLDER.findall(url)))
+        parameters: dict[str, Any] = {
+            "type": "object",
+            "properties": {n: {"type": "string"} for n in names},
+        }
+        if names:
+            parameters["required"] = names
+        out["parameters"] = parameters
+    return out
 
 
 def schema_errors(validator: Draft202012Validator, value: dict[str, Any]) -> list[str]:

@@ -4,7 +4,6 @@ the checks of a definition against them."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,10 +20,9 @@ from schemas.v1.agent_rpc import AgentService
 from schemas.v1.common_pb2 import PageRequest
 from schemas.v1.gateway_pb2 import ListModelsRequest
 from schemas.v1.gateway_rpc import GatewayService
-from workers.generator.drafting import Catalog
+from workers.generator.drafting import PLACEHOLDER, Catalog
 from workers.runtime.context import Context
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
 _CATALOG_TOOLS = 200
 
 
@@ -85,12 +83,12 @@ async def _tool_errors(ctx: Context, spec: dict[str, Any]) -> list[str]:
         found.append('spec.parameters: a JSON Schema with "type": "object" is required')
     http = spec.get("http")
     if isinstance(http, dict):
-        host = (urlsplit(_PLACEHOLDER.sub("x", http.get("url", ""))).hostname or "").lower()
+        host = (urlsplit(PLACEHOLDER.sub("x", http.get("url", ""))).hostname or "").lower()
         allowed = [h.lower() for h in http.get("allowed_hosts") or []]
         if not any(h == host or (h.startswith("*.") and host.endswith(h[1:])) for h in allowed):
             found.append(f"spec.http.url: its host {host!r} is not in allowed_hosts")
         properties = (parameters or {}).get("properties") or {}
-        missing = [n for n in _PLACEHOLDER.findall(http.get("url", "")) if n not in properties]
+        missing = [n for n in PLACEHOLDER.findall(http.get("url", "")) if n not in properties]
         if missing:
             found.append(f"spec.http.url: placeholders {missing} are not in parameters")
     target = (spec.get("agent") or {}).get("agent_id")

@@ -86,6 +86,7 @@ class Drafter:
             content = reply.message.content
             spec, errors = drafting.parse(content)
             if spec is not None:
+                spec = drafting.completed(kind, spec)
                 errors = await self.errors(ctx, kind, spec, validator, known)
             if not errors and spec is not None:
                 return Generated(normalized(kind, spec), calls, cached=False)
