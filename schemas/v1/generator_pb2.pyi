@@ -596,3 +596,42 @@ class RegenerateDraftRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegenerateDraftRequest: _TypeAlias = RegenerateDraftRequest  # noqa: Y015
+
+@_typing.final
+class DraftApprovedEvent(_message.Message):
+    """Published on ai.v1.<tenant>.evt.generator.draft_approved after a draft's first approval is
+    stored: an agent or tool was created from a generated definition.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRAFT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RESOURCE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    APPROVED_BY_FIELD_NUMBER: _builtins.int
+    draft_id: _builtins.str
+    kind: _builtins.str
+    """"agent" or "tool"."""
+    resource_id: _builtins.str
+    """The agent or tool id created."""
+    version: _builtins.int
+    """The draft's version that was approved."""
+    approved_by: _builtins.str
+    """X-User-ID of the approving request ("" for a tenant-level call)."""
+    def __init__(
+        self,
+        *,
+        draft_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        resource_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        approved_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_by", b"approved_by", "draft_id", b"draft_id", "kind", b"kind", "resource_id", b"resource_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DraftApprovedEvent: _TypeAlias = DraftApprovedEvent  # noqa: Y015

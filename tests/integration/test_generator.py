@@ -12,6 +12,7 @@ from nats.aio.client import Client as NATS
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.errors import Conflict, NotFound, PermissionDenied, Unprocessable
+from schemas.v1.generator_pb2 import DraftApprovedEvent
 from tests.support.agent import SCRIPTED, Agents, agent_models, new_tenant
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.generator import (
@@ -108,6 +109,29 @@ async def test_offline_draft_is_approved_as_the_caller_and_chats(
     again = await gen("approve_draft", {"draft_id": draft.draft_id})
     assert again.agent.agent_id == approved.agent.agent_id
     assert again.agent.version == 1
+
+
+async def test_the_first_approval_publishes_draft_approved_once(
+    gen: Generator, nc: NATS, tenant: str, db: GeneratorDb
+) -> None:
+    """draft_approved goes out after the commit of the first approval, not of later ones."""
+    sub = await nc.subscribe(f"ai.v1.{tenant}.evt.generator.draft_approved")
+    made = await gen("generate_agent", {"prompt": "An announcer"})
+    for _ in range(2):
+        await gen("approve_draft", {"draft_id": made.draft.draft_id})
+    event = await sub.next_msg(timeout=5)
+    assert event.headers
+    assert event.headers["Aifleet-Type"] == "aifleet.v1.DraftApprovedEvent"
+    body = DraftApprovedEvent.FromString(event.data)
+    assert (body.draft_id, body.kind, body.resource_id, body.approved_by) == (
+        made.draft.draft_id,
+        "agent",
+        made.draft.resource_id,
+        "alice",
+    )
+    with pytest.raises(TimeoutError):
+        await sub.next_msg(timeout=0.5)
+    assert (await db.row_counts(tenant))["outbox"] == 0
 
 
 async def test_approve_flag_creates_at_once_with_the_chosen_id(gen: Generator) -> None:

@@ -64,4 +64,4 @@ def drafting_calls(fake: FakeOpenAI, model: str = "attacker") -> list[dict[str, 
 class GeneratorDb(ComponentDb):
     schema = SCHEMA
     migrations = generator.MIGRATIONS
-    tables = ("drafts", "ratings")
+    tables = ("drafts", "ratings", "outbox")

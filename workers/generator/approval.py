@@ -38,7 +38,9 @@ _KINDS = {
 async def approve(ctx: Context, store: GeneratorStore, row: DraftRow) -> DraftResponse:
     """The draft approved, with the agent or tool it created (or created before)."""
     created = await _created(ctx, row)
-    approved = await store.approve(ctx.tenant, row.draft_id, ctx.user_id or "")
+    approved, staged = await store.approve(ctx, row.draft_id)
+    if staged is not None:
+        await store.outbox.publish(staged)  # after the commit; never raises
     reply = DraftResponse(draft=draft_message(approved))
     getattr(reply, _KINDS[row.kind].field).CopyFrom(created)
     return reply

@@ -228,8 +228,9 @@ class GeneratorService(FeedbackHandlers):
 async def start(resources: Resources) -> AsyncIterator[GeneratorService]:
     settings = load_settings(GeneratorSettings)
     pool = await resources.postgres()
+    outbox = await resources.outbox()
     await migrate(pool, SCHEMA, MIGRATIONS)
-    yield GeneratorService(GeneratorStore(pool), settings)
+    yield GeneratorService(GeneratorStore(pool, outbox), settings)
 
 
 component = Component(

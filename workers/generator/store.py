@@ -10,6 +10,11 @@ from typing import Any
 
 import asyncpg
 
+from schemas.v1.generator_pb2 import DraftApprovedEvent
+from subjects.events import GENERATOR_DRAFT_APPROVED
+from workers.runtime.context import Context
+from workers.runtime.outbox import Outbox, StagedEvent
+
 SCHEMA = "generator"
 
 
@@ -84,8 +89,9 @@ class NewDraft:
 
 
 class GeneratorStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, outbox: Outbox) -> None:
         self.pool = pool
+        self.outbox = outbox
 
     async def insert_draft(self, tenant: str, new: NewDraft) -> DraftRow:
         row = await self.pool.fetchrow(
@@ -145,17 +151,41 @@ class GeneratorStore:
         )
         return [_draft(r) for r in rows]
 
-    async def approve(self, tenant: str, draft_id: str, approved_by: str) -> DraftRow:
-        """Mark approved (once: a second approval keeps the first approver)."""
-        row = await self.pool.fetchrow(
-            "UPDATE generator.drafts SET status = 'approved', updated_at = now(),"
-            " approved_by = CASE WHEN status = 'approved' THEN approved_by ELSE $3 END"
-            " WHERE tenant = $1 AND draft_id = $2 RETURNING *",
-            tenant,
-            draft_id,
-            approved_by,
-        )
-        return _draft(row)
+    async def approve(self, ctx: Context, draft_id: str) -> tuple[DraftRow, StagedEvent | None]:
+        """Mark approved, with the draft_approved event staged in the same transaction the
+        first time only (a repeated approval keeps the first approver and stages nothing)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE generator.drafts SET status = 'approved', updated_at = now(),"
+                " approved_by = $3 WHERE tenant = $1 AND draft_id = $2 AND status = 'pending'"
+                " RETURNING *",
+                ctx.tenant,
+                draft_id,
+                ctx.user_id or "",
+            )
+            if row is None:
+                again = await conn.fetchrow(
+                    "SELECT * FROM generator.drafts WHERE tenant = $1 AND draft_id = $2",
+                    ctx.tenant,
+                    draft_id,
+                )
+                return _draft(again), None
+            draft = _draft(row)
+            event = DraftApprovedEvent(
+                draft_id=draft.draft_id,
+                kind=draft.kind,
+                resource_id=draft.resource_id,
+                version=draft.version,
+                approved_by=draft.approved_by,
+            )
+            staged = await self.outbox.stage(
+                conn,
+                ctx,
+                GENERATOR_DRAFT_APPROVED,
+                event,
+                msg_id=f"generator-approved:{ctx.tenant}:{draft_id}",
+            )
+        return draft, staged
 
     async def regenerated(
         self,
