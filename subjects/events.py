@@ -33,6 +33,8 @@ CACHE_INVALIDATED = event_name("cache", "invalidated")
 
 GATEWAY_LLM_OPERATION = event_name("gateway", "llm_operation")
 
+GENERATOR_DRAFT_APPROVED = event_name("generator", "draft_approved")
+
 INGESTION_PROGRESS = event_name("ingestion", "progress")
 INGESTION_FILE_INGESTED = event_name("ingestion", "file_ingested")
 INGESTION_FILE_FAILED = event_name("ingestion", "file_failed")

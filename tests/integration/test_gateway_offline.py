@@ -131,6 +131,27 @@ async def test_json_mode_returns_a_json_object(worker: Worker, client: Client, t
     assert body["echo"] == "json"
 
 
+async def test_json_schema_mode_returns_an_instance_of_the_schema(
+    worker: Worker, client: Client, tenant: str
+) -> None:
+    """response_format json_schema gives JSON that the schema accepts (structured output)."""
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "tags"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "tags": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "extra": {"type": "string"},
+        },
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema}}
+    reply = await generate(
+        client, tenant, ask("a thing", response_format=fmt, cache={"skip": True})
+    )
+    assert json.loads(reply.message.content) == {"name": "offline", "tags": ["offline"]}
+
+
 async def test_stream_chunks_join_to_the_unary_reply(
     worker: Worker, client: Client, tenant: str
 ) -> None:

@@ -104,21 +104,32 @@ def script(fake: FakeOpenAI, *faults: Fault) -> None:
 class Agents:
     """Typed calls to the agent component, as a user (X-User-ID) or tenant-level."""
 
+    component = "agent"
+
     def __init__(self, client: Client, tenant: str, user: str | None = None) -> None:
         self.client, self.tenant, self.user = client, tenant, user
 
     def as_user(self, user: str | None) -> Agents:
-        return Agents(self.client, self.tenant, user)
+        return type(self)(self.client, self.tenant, user)
+
+    def of_tenant(self, tenant: str) -> Agents:
+        return type(self)(self.client, tenant, self.user)
 
     async def __call__(self, op: str, body: dict[str, Any] | Message, timeout: float = 30.0) -> Any:
-        found = rpc("agent", op)
+        found = rpc(self.component, op)
         assert found is not None
         request = (
             body if isinstance(body, Message) else json_format.ParseDict(body, found.request())
         )
         headers = {HEADER_USER_ID: self.user} if self.user else None
         return await self.client.call(
-            self.tenant, "agent", op, request, found.response, headers=headers, timeout=timeout
+            self.tenant,
+            self.component,
+            op,
+            request,
+            found.response,
+            headers=headers,
+            timeout=timeout,
         )
 
     async def stream(self, op: str, body: dict[str, Any]) -> list[Any]:

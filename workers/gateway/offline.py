@@ -24,6 +24,7 @@ from litellm.llms.custom_llm import CustomLLM
 from litellm.types.utils import EmbeddingResponse, GenericStreamingChunk, ModelResponse
 
 from workers.gateway.embedding import MiniLM
+from workers.gateway.schema_instance import instance
 
 PROVIDER = "aifleet"
 OFFLINE_MODEL = "offline"
@@ -38,14 +39,19 @@ _ECHO_CHARS = 400
 
 def offline_reply(messages: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
     """What the offline model answers: the notice and an echo of the last user message, cut by
-    `stop` and `max_tokens` the way a real model's output is; a tool call when one is forced."""
+    `stop` and `max_tokens` the way a real model's output is; a tool call when one is forced; for a
+    `json_schema` response format, an instance of the schema."""
     last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     echo = _text_of(last.get("content"))[:_ECHO_CHARS]
     call = _forced_tool_call(params.get("tools") or [], params.get("tool_choice"))
     if call is not None:
         return {"content": "", "tool_calls": [call], "finish_reason": "tool_calls"}
-    fmt = (params.get("response_format") or {}).get("type")
-    if fmt in ("json_object", "json_schema"):
+    response_format = params.get("response_format") or {}
+    fmt = response_format.get("type")
+    if fmt == "json_schema":  # the schema's smallest instance, so structured output validates
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return {"content": json.dumps(instance(schema)), "tool_calls": [], "finish_reason": "stop"}
+    if fmt == "json_object":
         body = {"offline_model": True, "notice": NOTICE, "echo": echo}
         return {"content": json.dumps(body), "tool_calls": [], "finish_reason": "stop"}
     text = f"{NOTICE} You said: {echo}" if echo else NOTICE
