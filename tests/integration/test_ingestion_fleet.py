@@ -31,7 +31,9 @@ FILLER = (
 )
 # Six pages of about 900 characters: a chunk (1,000 characters by default) spans one or two.
 PDF_PAGES = [
-    FILLER.format(n=n) * 2 + (documents.SENTENCES["pdf"] if n == 3 else "") + FILLER.format(n=n) * 2
+    FILLER.format(n=n) * 2
+    + (documents.SENTENCES["pdf"] + " " if n == 3 else "")
+    + FILLER.format(n=n) * 2
     for n in range(1, 7)
 ]
 CSV = (
@@ -157,8 +159,8 @@ async def test_query_cites_the_file_holding_the_sentence(
     sentence: str,
     page: int | None,
 ) -> None:
-    """`rag.query` over REST answers a question about each file with a citation of a chunk that
-    holds the sentence and names the file (its source and file id), and the PDF's page."""
+    """`rag.query` over REST answers a question about each file with the sentence, cited: the
+    cited chunk holds it and names the file (its source and file id), and the PDF's page."""
     reply = await fleet.post(
         "/api/v1/rag/query",
         headers={"X-Tenant-ID": tenant},
@@ -166,12 +168,15 @@ async def test_query_cites_the_file_holding_the_sentence(
     )
     assert reply.status_code == 200, reply.text
     body = reply.json()
+    answer = body["answer"]
+    # The answer sentence holding the sentence, exactly as written (the PDF's layout wrapped
+    # it, cleaning joined it again), and the chunks its citation points at.
     cited = [
         body["documents"][index]
         for citation in body.get("citations", [])
+        if sentence in answer[int(citation["start"]) : int(citation["end"])]
         for index in citation.get("result_indexes", [])
     ]
-    # Exactly as written: the PDF's layout wrapped the sentence, cleaning joined it again.
     hits = [d for d in cited if sentence in d["text"]]
     assert hits, body
     hit = hits[0]
