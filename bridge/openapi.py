@@ -21,6 +21,7 @@ from bridge.auth import HEADER_TENANT
 from bridge.config import BridgeSettings
 from bridge.protodoc import comments
 from bridge.routes import Binding, descriptor, resolve
+from bridge.upload import FORM_PROPERTIES, JSON_FORM_FIELDS, is_upload
 from schemas.v1.common_pb2 import Error
 from subjects import HEADER_REQUEST_ID, HEADER_TIMEOUT_MS
 
@@ -259,6 +260,8 @@ def _operation(b: Binding, schemas: _Schemas, settings: BridgeSettings) -> dict[
         top = frozenset(v for v in b.variables if "." not in v)
         body = schemas.message(desc, skip=top) if top else schemas.ref(desc)
         op["requestBody"] = _json_body(body)
+        if is_upload(b):
+            op["requestBody"] = _upload_body(desc, body, schemas)
     elif b.body:
         op["requestBody"] = _json_body(schemas.field(desc.fields_by_name[b.body]))
     for status, text in _ERRORS.items():
@@ -333,6 +336,34 @@ _SUCCESS = {
 
 def _leaf(desc: Descriptor, dotted: str) -> FieldDescriptor:
     return resolve(desc, dotted.split("."))[-1]
+
+
+def _upload_body(
+    desc: Descriptor, json_schema: dict[str, Any], schemas: _Schemas
+) -> dict[str, Any]:
+    """The upload takes a multipart form with the file (bridge/upload.py), or the JSON
+    UploadRequest naming an object already stored or a chunked upload."""
+    options = schemas.field(desc.fields_by_name["options"])
+    form = {
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            **FORM_PROPERTIES,
+            "options": {**options, "description": "A JSON object of ProcessingOptions."},
+        },
+    }
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": form,
+                "encoding": {
+                    name: {"contentType": "application/json"} for name in JSON_FORM_FIELDS
+                },
+            },
+            "application/json": {"schema": json_schema},
+        },
+    }
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,40 @@ from workers.runtime.client import Client
 from workers.runtime.files import FileStore
 
 FORM_FIELDS = ("title", "metadata", "auto_ingest", "options", "content_type")
+# The form as the OpenAPI document shows it (bridge/openapi.py); every name is in FORM_FIELDS
+# or is the file part. JSON-valued fields are parts holding JSON text.
+FORM_PROPERTIES: dict[str, dict[str, Any]] = {
+    "file": {
+        "type": "string",
+        "format": "binary",
+        "contentMediaType": "application/octet-stream",
+        "description": "The file's bytes; its type is detected from them (the part's file name "
+        "and Content-Type only break ties between text formats).",
+    },
+    "title": {"type": "string", "description": "RAG document title; default: the file name."},
+    "metadata": {
+        "type": "object",
+        "additionalProperties": True,
+        "description": "A JSON object, passed on to the RAG document's metadata.",
+    },
+    "auto_ingest": {
+        "type": "boolean",
+        "default": True,
+        "description": "Process and ingest into RAG right away (true or false).",
+    },
+    "content_type": {
+        "type": "string",
+        "description": "The Content-Type to declare when the file part carries none.",
+    },
+}
+JSON_FORM_FIELDS = ("metadata", "options")
+
+
+def is_upload(binding: Binding) -> bool:
+    """The one rpc whose route takes a multipart form (this module) besides its JSON body."""
+    return binding.rpc.component == "ingestion" and binding.rpc.op == "upload"
+
+
 MAX_FIELD_BYTES = 64 * 1024
 _FORM_SLACK = 1024 * 1024  # headers and fields a form carries besides the file
 
@@ -136,7 +170,7 @@ class MultipartUpload:
     async def __call__(
         self, binding: Binding, path: dict[str, str], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        if binding.rpc.op != "upload" or binding.rpc.component != "ingestion":
+        if not is_upload(binding):
             await self.forwarder(binding, path, scope, receive, send)
             return
         kind = _content_type(scope)
@@ -266,7 +300,7 @@ def _upload_request(object_name: str, form: _Form) -> bytes:
         request["content_type"] = content_type
     if fields.get("title"):
         request["title"] = fields["title"]
-    for name in ("metadata", "options"):
+    for name in JSON_FORM_FIELDS:
         if fields.get(name, "").strip():
             try:
                 value = json.loads(fields[name])

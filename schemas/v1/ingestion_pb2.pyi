@@ -215,6 +215,8 @@ class UploadRequest(_message.Message):
     """Exactly one of object_name and upload_id.
     An object in the calling tenant's part of the files bucket, under `uploads/` (what the
     bridge writes). The file takes ownership of it: a refused or duplicate upload deletes it.
+    An `uploads/<uuid>` object no file claims is removed after
+    AIFLEET_INGESTION_ORPHAN_GRACE_SECONDS; one older than half of that is refused (404).
     """
     upload_id: _builtins.str
     """A NATS upload session (`start_upload`) whose parts are all sent."""

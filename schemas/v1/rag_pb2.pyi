@@ -529,6 +529,8 @@ class SearchResult(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     VECTOR_RANK_FIELD_NUMBER: _builtins.int
     KEYWORD_RANK_FIELD_NUMBER: _builtins.int
+    PAGE_START_FIELD_NUMBER: _builtins.int
+    PAGE_END_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
     title: _builtins.str
     chunk_index: _builtins.int
@@ -552,6 +554,12 @@ class SearchResult(_message.Message):
     vector_rank: _builtins.int
     """Rank (from 1) in the vector and keyword legs; 0 when that leg did not find it."""
     keyword_rank: _builtins.int
+    page_start: _builtins.int
+    """The first and last page (from 1) the chunk spans, when the document's metadata says where
+    its pages begin (`page_starts`: the character offset of page 1, 2, ...; or `page_offsets`:
+    [page, offset] pairs), as files ingested by the ingestion component have; 0 otherwise.
+    """
+    page_end: _builtins.int
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct: ...
     def __init__(
@@ -570,10 +578,12 @@ class SearchResult(_message.Message):
         version: _builtins.int = ...,
         vector_rank: _builtins.int = ...,
         keyword_rank: _builtins.int = ...,
+        page_start: _builtins.int = ...,
+        page_end: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_index", b"chunk_index", "document_id", b"document_id", "end", b"end", "keyword_rank", b"keyword_rank", "metadata", b"metadata", "score", b"score", "similarity", b"similarity", "source", b"source", "start", b"start", "text", b"text", "title", b"title", "vector_rank", b"vector_rank", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_index", b"chunk_index", "document_id", b"document_id", "end", b"end", "keyword_rank", b"keyword_rank", "metadata", b"metadata", "page_end", b"page_end", "page_start", b"page_start", "score", b"score", "similarity", b"similarity", "source", b"source", "start", b"start", "text", b"text", "title", b"title", "vector_rank", b"vector_rank", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

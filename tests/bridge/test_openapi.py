@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from aifleet.embedded import EmbeddedNats, EmbeddedValkey
 from bridge.routes import bindings
+from bridge.upload import FORM_FIELDS
 from schemas.registry import services
 from tests.bridge.conftest import bridge_settings, threaded_bridge
 from tests.conftest import NATS_CONFIG
@@ -107,6 +108,30 @@ def test_docs_is_swagger_ui_served_by_the_bridge(live_bridge: str) -> None:
     assert 'new URL("openapi.json", document.baseURI)' in script
     for bad in ("index.html", "swagger-initializer.js", "..%2F__init__.py", "nope.js"):
         assert httpx.get(f"{live_bridge}/docs/assets/{bad}").status_code == 404, bad
+
+
+def test_the_upload_is_documented_as_a_multipart_form(document: dict[str, Any]) -> None:
+    """POST /api/v1/ingestion/upload shows multipart/form-data first: `file` (binary, required),
+    `title`, `metadata` (JSON), `auto_ingest` (boolean), exactly the parts the bridge reads;
+    the JSON UploadRequest stays as the second way in."""
+    body = document["paths"]["/api/v1/ingestion/upload"]["post"]["requestBody"]
+    assert list(body["content"]) == ["multipart/form-data", "application/json"]
+    form = body["content"]["multipart/form-data"]
+    schema = form["schema"]
+    assert schema["required"] == ["file"]
+    fields = schema["properties"]
+    assert fields["file"]["type"] == "string"
+    assert fields["file"]["format"] == "binary"
+    assert fields["title"]["type"] == "string"
+    assert fields["metadata"]["type"] == "object"
+    assert fields["auto_ingest"] == {**fields["auto_ingest"], "type": "boolean", "default": True}
+    assert set(fields) == {"file", *FORM_FIELDS}
+    assert form["encoding"]["metadata"] == {"contentType": "application/json"}
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/aifleet.v1.UploadRequest"
+    }
+    other = document["paths"]["/api/v1/ingestion/files/{file_id}/process"]["post"]
+    assert list(other["requestBody"]["content"]) == ["application/json"]
 
 
 def test_rpc_comments_are_summaries_and_descriptions(document: dict[str, Any]) -> None:

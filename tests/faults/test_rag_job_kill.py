@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
-from schemas.v1.rag_pb2 import GetDocumentRequest
+from schemas.v1.rag_pb2 import Document, GetDocumentRequest
 from schemas.v1.rag_rpc import RagService
 from subjects import STREAM_DLQ, STREAM_JOBS, dlq_subject, job_consumer
 from tests.conftest import NatsFactory
@@ -61,17 +61,10 @@ async def workers() -> AsyncIterator[list[WorkerProcess]]:
             await proc.close()
 
 
-async def test_a_killed_ingestion_job_is_redelivered_and_takes_effect_once(
-    nc: tuple[EmbeddedNats, NATS],
-    postgres: EmbeddedPostgres,
-    valkey: EmbeddedValkey,
-    db: RagDb,
-    workers: list[WorkerProcess],
-    tmp_path: Path,
-) -> None:
-    """Killed after some chunks were embedded: the next worker ingests the document once."""
-    server, conn = nc
-    env = {
+def rag_env(
+    server: EmbeddedNats, postgres: EmbeddedPostgres, valkey: EmbeddedValkey
+) -> dict[str, str]:
+    return {
         "NATS_URL": server.url,
         "DATABASE_URL": postgres.dsn,
         "REDIS_URL": valkey.url,
@@ -82,17 +75,21 @@ async def test_a_killed_ingestion_job_is_redelivered_and_takes_effect_once(
         "AIFLEET_RAG_EMBED_BATCH": "2",
         "AIFLEET_RAG_CHUNK_MAX_TOKENS": "32",
     }
-    tenant = "k" + uuid.uuid4().hex[:12]
 
-    async def start(modules: list[str], env: dict[str, str], log: Path) -> WorkerProcess:
-        # The gateway imports litellm at start: on a loaded machine that takes more than the
-        # spawn fixture's 30 s.
-        proc = WorkerProcess(modules, env, log)
-        workers.append(proc)
-        return await proc.start(timeout=120)
 
-    client = Client(conn, timeout=60.0)
-    first = await start(MODULES, env, tmp_path / "first.log")
+async def start(workers: list[WorkerProcess], env: dict[str, str], log: Path) -> WorkerProcess:
+    # The gateway imports litellm at start: on a loaded machine that takes more than the
+    # spawn fixture's 30 s.
+    proc = WorkerProcess(MODULES, env, log)
+    workers.append(proc)
+    return await proc.start(timeout=120)
+
+
+async def kill_midway(
+    client: Client, tenant: str, workers: list[WorkerProcess], env: dict[str, str], log: Path
+) -> None:
+    """A large create queued as a job; its worker killed after some chunks were embedded."""
+    first = await start(workers, env, log)
     reply = await client.call_rpc(tenant, RagService.CreateDocument, create("big", LARGE))
     assert reply.document.status == "processing"
 
@@ -105,25 +102,75 @@ async def test_a_killed_ingestion_job_is_redelivered_and_takes_effect_once(
     await eventually(midway, timeout=60, what="the job halfway")
     first.kill()
     assert await first.wait(timeout=10) == -9
-    assert (await db.row_counts(tenant))["chunks"] == 0  # nothing committed yet
 
-    await start(MODULES, env, tmp_path / "second.log")
 
-    async def ready() -> bool:
+async def big_once(client: Client, tenant: str, status: str) -> Document:
+    """The document "big" once its status is `status`."""
+
+    async def reached() -> Document | None:
         got = await client.call_rpc(
             tenant, RagService.GetDocument, GetDocumentRequest(document_id="big")
         )
-        return got.document.status == "ready"
+        return got.document if got.document.status == status else None
 
-    await eventually(ready, timeout=120, what="the document ready")
-    got = await client.call_rpc(
-        tenant, RagService.GetDocument, GetDocumentRequest(document_id="big")
-    )
-    assert got.document.version == 1
-    assert (await db.row_counts(tenant))["chunks"] == got.document.chunk_count
+    found = await eventually(reached, timeout=120, what=f"the document {status}")
+    assert found is not None
+    return found
+
+
+async def test_a_killed_ingestion_job_is_redelivered_and_takes_effect_once(
+    nc: tuple[EmbeddedNats, NATS],
+    postgres: EmbeddedPostgres,
+    valkey: EmbeddedValkey,
+    db: RagDb,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """Killed after some chunks were embedded: the next worker ingests the document once."""
+    server, conn = nc
+    env = rag_env(server, postgres, valkey)
+    tenant = "k" + uuid.uuid4().hex[:12]
+    client = Client(conn, timeout=60.0)
+    await kill_midway(client, tenant, workers, env, tmp_path / "first.log")
+    assert (await db.row_counts(tenant))["chunks"] == 0  # nothing committed yet
+
+    await start(workers, env, tmp_path / "second.log")
+
+    document = await big_once(client, tenant, "ready")
+    assert document.version == 1
+    assert (await db.row_counts(tenant))["chunks"] == document.chunk_count
     assert len(await events(conn, tenant, "document_ingested")) == 1
     js = conn.jetstream()
     info = await js.consumer_info(STREAM_JOBS, job_consumer("rag"))
     assert info.num_ack_pending == 0
     dlq = await js.stream_info(STREAM_DLQ, subjects_filter=dlq_subject(tenant, "rag", "*"))
     assert not dlq.state.subjects
+
+
+async def test_a_job_killed_on_its_last_attempt_leaves_the_document_failed(
+    nc: tuple[EmbeddedNats, NATS],
+    postgres: EmbeddedPostgres,
+    valkey: EmbeddedValkey,
+    db: RagDb,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """One attempt (AIFLEET_JOB_MAX_DELIVER=1), killed midway: the next worker does not run
+    the job again but marks the document failed with the reason; no chunks, one dead letter."""
+    server, conn = nc
+    env = {**rag_env(server, postgres, valkey), "AIFLEET_JOB_MAX_DELIVER": "1"}
+    tenant = "l" + uuid.uuid4().hex[:12]
+    client = Client(conn, timeout=60.0)
+    await kill_midway(client, tenant, workers, env, tmp_path / "first.log")
+    await start(workers, env, tmp_path / "second.log")
+
+    document = await big_once(client, tenant, "failed")
+    assert "last attempt" in document.error
+    assert (await db.row_counts(tenant))["chunks"] == 0
+    js = conn.jetstream()
+
+    async def dead_lettered() -> bool:
+        dlq = await js.stream_info(STREAM_DLQ, subjects_filter=dlq_subject(tenant, "rag", "*"))
+        return sum((dlq.state.subjects or {}).values()) == 1
+
+    await eventually(dead_lettered, timeout=10, what="the job in the dead letters")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from aifleet.embedded import free_port
-from tests.support.run_worker import REPO_ROOT
+from tests.support.fleet_up import clean_env, interrupt
 
 
 async def cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
@@ -30,12 +27,7 @@ async def test_up_then_embed_returns_a_384_dimension_vector(postgres_dir: Path) 
     """No key, no network, no configuration: `aifleet up`, then `aifleet call gateway.embed`
     gives a unit 384-dimension vector, and `gateway.generate` the offline model's reply."""
     nats_port, redis_port = free_port(), free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("AIFLEET_", "NATS_", "DATABASE_", "REDIS_", "OPENAI_", "ANTHROPIC_"))
-    }
-    env["PYTHONPATH"] = str(REPO_ROOT)
+    env = clean_env()
     up = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aifleet.cli", "up",
         "--nats-port", str(nats_port), "--redis-port", str(redis_port), "--bridge-port", "0",
@@ -64,10 +56,4 @@ async def test_up_then_embed_returns_a_384_dimension_vector(postgres_dir: Path) 
         assert code == 0, out
         assert "offline model" in json.loads(out)["message"]["content"]
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            up.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(up.wait(), timeout=30)
-        except TimeoutError:
-            up.kill()
-            await up.wait()
+        await interrupt(up)

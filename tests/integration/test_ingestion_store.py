@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from aifleet.embedded import EmbeddedPostgres
-from tests.support.ingestion import IngestionDb
-from workers.ingestion.store import IngestionStore, NewFile, Outcome, PartOutOfOrder, TooLarge
+from tests.support.ingestion import IngestionDb, new_file
+from workers.ingestion.store import IngestionStore, Outcome, PartOutOfOrder, TooLarge
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +28,6 @@ def store(db: IngestionDb) -> IngestionStore:
 def tenants() -> tuple[str, str]:
     suffix = uuid.uuid4().hex[:10]
     return f"a{suffix}", f"b{suffix}"
-
-
-def new_file(content: bytes = b"hello", **overrides: Any) -> NewFile:
-    values: dict[str, Any] = {
-        "object_name": f"uploads/{uuid.uuid4()}",
-        "file_name": "a.txt",
-        "title": "A",
-        "declared_content_type": "text/plain",
-        "detected_type": "text",
-        "size_bytes": len(content),
-        "sha256": hashlib.sha256(content).hexdigest(),
-        "metadata": {"k": "v"},
-        "auto_ingest": True,
-        "options": {},
-    }
-    return NewFile(**{**values, **overrides})
 
 
 async def test_the_same_bytes_are_one_file_per_tenant(

@@ -334,6 +334,35 @@ async def test_jobs_follow_an_existing_consumer_that_predates_a_settings_change(
     )
 
 
+@pytest.mark.parametrize("handler_fails", [False, True])
+async def test_a_job_whose_last_attempt_never_settled_is_abandoned_then_dead_lettered(
+    jobs_nats: EmbeddedNats,
+    js: JetStreamContext,
+    db: RecorderDb,
+    postgres: EmbeddedPostgres,
+    handler_fails: bool,
+) -> None:
+    """A delivery taken and never settled (a worker killed on the last attempt): the server's
+    extra delivery is not run but given to `record_abandoned` once, then dead-lettered, also
+    when that handler fails."""
+    tenant = new_tenant()
+    async with recorder(jobs_nats.url, postgres.dsn, job_max_deliver=1, job_ack_wait=1.0):
+        pass  # creates the durable consumer: 2 deliveries, ack_wait 1 s
+    await publish_job(js, tenant, RecordJob(token="lost", poison=handler_fails), msg_id="lost")
+    taken = await js.pull_subscribe_bind(durable=job_consumer(jobs.COMPONENT), stream=STREAM_JOBS)
+    (first,) = await taken.fetch(1, timeout=5)
+    assert first.metadata.num_delivered == 1
+    await taken.unsubscribe()  # the "killed" worker: delivered, never settled
+    async with recorder(jobs_nats.url, postgres.dsn, job_max_deliver=1, job_ack_wait=1.0):
+        letters = await eventually(lambda: dead_letters(js, tenant), timeout=WAIT, what="DLQ")
+        await eventually(lambda: queue_idle(js), timeout=WAIT, what="the job settled")
+
+    assert [a for a in jobs.ABANDONED if a[0] == tenant] == [(tenant, "lost", 2)]
+    assert len(letters) == 1
+    assert (letters[0].headers or {})[HEADER_DLQ_DELIVERIES] == "2"
+    assert await db.attempt_counts(tenant) == {}  # the job itself never ran
+
+
 async def test_a_job_enqueued_through_the_contract_is_run_once(
     jobs_nats: EmbeddedNats, js: JetStreamContext, db: RecorderDb, postgres: EmbeddedPostgres
 ) -> None:

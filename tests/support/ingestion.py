@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -13,7 +15,7 @@ from schemas.v1.ingestion_pb2 import File, GetFileRequest
 from schemas.v1.ingestion_rpc import IngestionService
 from subjects import STREAM_EVENTS, event_subject
 from tests.support.database import ComponentDb
-from workers.ingestion.store import SCHEMA
+from workers.ingestion.store import SCHEMA, NewFile
 from workers.runtime.client import Client
 from workers.runtime.files import FileStore
 
@@ -26,6 +28,22 @@ class IngestionDb(ComponentDb):
     schema = SCHEMA
     migrations = MIGRATIONS
     tables = ("files", "uploads", "upload_parts")
+
+
+def new_file(content: bytes = b"hello", **overrides: Any) -> NewFile:
+    values: dict[str, Any] = {
+        "object_name": f"uploads/{uuid.uuid4()}",
+        "file_name": "a.txt",
+        "title": "A",
+        "declared_content_type": "text/plain",
+        "detected_type": "text",
+        "size_bytes": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "metadata": {"k": "v"},
+        "auto_ingest": True,
+        "options": {},
+    }
+    return NewFile(**{**values, **overrides})
 
 
 async def put_object(nc: NATS, tenant: str, data: bytes) -> str:

@@ -100,6 +100,16 @@ class JobRecorder:
                 )
         return RecordResult(recorded=bool(wrote))
 
+    async def record_abandoned(self, ctx: Context, req: RecordJob) -> None:
+        """Called for a job whose last attempt never settled; a poison job's call fails."""
+        ABANDONED.append((ctx.tenant, req.token, ctx.attempt))
+        if req.poison:
+            raise RuntimeError("the abandoned handler fails on purpose")
+
+
+# (tenant, token, delivery) of every `record_abandoned` call in this process.
+ABANDONED: list[tuple[str, str, int]] = []
+
 
 @asynccontextmanager
 async def start(resources: Resources) -> AsyncIterator[JobRecorder]:

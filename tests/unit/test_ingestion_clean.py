@@ -29,6 +29,23 @@ def test_dehyphenation_joins_words_broken_at_line_ends_only() -> None:
     assert clean_text("infor-\nmation") == "infor-\nmation"
 
 
+def test_reflow_joins_lines_wrapped_mid_sentence_only() -> None:
+    """A break between a word and a lowercase word is a space; breaks after a full stop or a
+    colon, before a capital, a digit or a bullet, and paragraph breaks stay."""
+    text = (
+        "The keeper logged seventeen passing\nships, then slept.\nNext line.\n"
+        "Items:\n- lamps\nlist of\n3 wicks\n\nnew paragraph"
+    )
+    assert clean_text(text, reflow=True) == (
+        "The keeper logged seventeen passing ships, then slept.\nNext line.\n"
+        "Items:\n- lamps list of\n3 wicks\n\nnew paragraph"
+    )
+    assert clean_text("infor-\nmation goes\non", dehyphenate=True, reflow=True) == (
+        "information goes on"
+    )
+    assert clean_text("passing\nships") == "passing\nships"
+
+
 def test_table_cells_are_single_lines_and_pipes_are_escaped() -> None:
     """A cell's newlines become spaces; a pipe in a cell cannot break the Markdown table."""
     assert clean_cell(" two\nlines ") == "two lines"

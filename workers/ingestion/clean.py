@@ -23,6 +23,8 @@ _SPACES = re.compile(r"[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
 _TRAILING = re.compile(r" +\n|\n +")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _HYPHENATED = re.compile(r"(\w)-\n(\w+) ?")
+# A line break inside a sentence: after a word or a comma, before a lowercase word.
+_SOFT_BREAK = re.compile(r"(?<=[\w,;])\n(?=[a-z])")
 _LIGATURES = str.maketrans(
     {
         "\ufb00": "ff",
@@ -36,9 +38,13 @@ _LIGATURES = str.maketrans(
 )
 
 
-def clean_text(text: str, *, dehyphenate: bool = False) -> str:
+def clean_text(text: str, *, dehyphenate: bool = False, reflow: bool = False) -> str:
     """`text` in the normal form above. `dehyphenate` joins words a PDF broke at a line end
-    ("infor-\\nmation" -> "information\\n"), keeping the line break after the word."""
+    ("infor-\\nmation" -> "information\\n"), keeping the line break after the word.
+    `reflow` joins lines a PDF's layout wrapped mid-sentence ("seventeen passing\\nships" ->
+    "seventeen passing ships"): a sentence then stays one line for the chunker, the answer's
+    sentence splitter and a reader, while breaks after a full stop or colon, before a
+    capital, a digit or a bullet, and blank lines stay."""
     text = _NEWLINES.sub("\n", text)
     text = _DROP.sub("", text)
     text = unicodedata.normalize("NFC", text.translate(_LIGATURES))
@@ -46,6 +52,8 @@ def clean_text(text: str, *, dehyphenate: bool = False) -> str:
     text = _TRAILING.sub("\n", text)
     if dehyphenate:
         text = _dehyphenate(text)
+    if reflow:
+        text = _SOFT_BREAK.sub(" ", text)
     text = _BLANK_LINES.sub("\n\n", text)
     return text.strip("\n ")
 
@@ -60,7 +68,9 @@ def clean_cell(text: str) -> str:
     return _SPACES.sub(" ", _DROP.sub("", _NEWLINES.sub("\n", text)).replace("\n", " ")).strip()
 
 
-def clean_document(doc: ParsedDocument, *, dehyphenate: bool = False) -> ParsedDocument:
+def clean_document(
+    doc: ParsedDocument, *, dehyphenate: bool = False, reflow: bool = False
+) -> ParsedDocument:
     """Every block cleaned; blocks left empty are dropped."""
     blocks: list[Block] = []
     for block in doc.blocks:
@@ -75,7 +85,7 @@ def clean_document(doc: ParsedDocument, *, dehyphenate: bool = False) -> ParsedD
         elif block.kind == "heading":
             text = clean_cell(block.text)
         else:
-            text = clean_text(block.text, dehyphenate=dehyphenate)
+            text = clean_text(block.text, dehyphenate=dehyphenate, reflow=reflow)
         if text:
             blocks.append(Block(block.kind, text=text, level=block.level, page=block.page))
     doc.blocks = blocks

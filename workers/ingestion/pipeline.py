@@ -40,8 +40,9 @@ class Pipeline:
 
 
 PIPELINES: Mapping[str, Pipeline] = {
-    # PDF lines end where the layout broke them: words hyphenated there are joined again.
-    "pdf": Pipeline(parse_pdf, clean=partial(clean_document, dehyphenate=True)),
+    # PDF lines end where the layout broke them: words hyphenated there are joined again, and
+    # sentences wrapped there become one line again.
+    "pdf": Pipeline(parse_pdf, clean=partial(clean_document, dehyphenate=True, reflow=True)),
     "docx": Pipeline(parse_docx),
     "xlsx": Pipeline(parse_xlsx),
     "html": Pipeline(parse_html),

@@ -244,6 +244,24 @@ class IngestionService:
         done = await self.processor.run(ctx, record, run_id)
         return ProcessFileResponse(file=file_message(done), run_id=run_id)
 
+    async def process_file_abandoned(self, ctx: Context, req: ProcessFileRequest) -> None:
+        """The job's last attempt never finished (its worker was killed or lost): the run ends
+        as failed with the reason, retryable, instead of staying `processing`. A run that did
+        finish, or was superseded, is left as it is (`fail` changes only a current run)."""
+        record = await self.store.get(ctx.tenant, check_file_id(req.file_id))
+        if record is None or record.status != "processing":
+            return
+        run_id = req.run_id or f"job-{ctx.message_id}"[:200]
+        if record.run_id != run_id:
+            return
+        ctx.log.warning("processing run abandoned on its last attempt", file_id=record.file_id)
+        error = Unavailable(
+            "processing stopped on its last attempt (the worker running it was stopped);"
+            " process the file again",
+            details={"attempts": ctx.attempt - 1},
+        )
+        await self.processor.fail(ctx, record, run_id, error)
+
     async def start_upload(self, ctx: Context, req: StartUploadRequest) -> StartUploadResponse:
         file_name = display_name(req.file_name)
         content_type = check.text(req.content_type, "content_type", max_chars=255, multiline=False)

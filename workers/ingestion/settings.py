@@ -18,6 +18,9 @@ class IngestionSettings(BaseSettings):
     part_bytes: int = Field(MiB, ge=1024, le=4 * MiB, description="largest upload_part data")
     upload_ttl_seconds: float = Field(86_400.0, gt=0, description="life of an upload session")
     sweep_interval_seconds: float = Field(300.0, gt=0, description="expired sessions removed")
+    orphan_grace_seconds: float = Field(
+        3600.0, gt=0, description="unclaimed upload objects removed after this"
+    )
     max_metadata_bytes: int = Field(8 * 1024, ge=0, description="a file's metadata, as JSON")
 
     parse_timeout_seconds: float = Field(120.0, gt=0, description="one file's parse, then killed")

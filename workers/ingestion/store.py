@@ -361,6 +361,25 @@ class IngestionStore:
         )
         return status.endswith(" 1")
 
+    async def held_objects(self, tenant: str, names: list[str]) -> set[str]:
+        """Those of `names` that a file of the tenant holds."""
+        rows = await self.pool.fetch(
+            "SELECT object_name FROM ingestion.files WHERE tenant = $1 AND object_name = ANY($2)",
+            tenant,
+            names,
+        )
+        return {r["object_name"] for r in rows}
+
+    async def known_uploads(self, tenant: str, upload_ids: list[str]) -> set[str]:
+        """Those of `upload_ids` that are sessions of the tenant (expired or not)."""
+        rows = await self.pool.fetch(
+            "SELECT upload_id::text AS upload_id FROM ingestion.uploads"
+            " WHERE tenant = $1 AND upload_id = ANY($2::uuid[])",
+            tenant,
+            upload_ids,
+        )
+        return {r["upload_id"] for r in rows}
+
     async def expired_uploads(self, limit: int = 100) -> list[tuple[str, str, int]]:
         """(tenant, upload_id, parts) of sessions past their expiry, of every tenant."""
         rows = await self.pool.fetch(

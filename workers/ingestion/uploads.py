@@ -4,7 +4,8 @@ Every object lives in the tenant's part of the files bucket (the kit's `FileStor
 call to one tenant). The bridge streams a multipart upload to `uploads/<uuid>`; a NATS client
 sends parts, each stored as `parts/<upload_id>/<index>`, which `assemble` streams, in order,
 into one `uploads/<uuid>` object (chunk by chunk: never a whole file in memory) before removing
-them. Sessions nobody completes are removed with their parts by `sweep` after their expiry.
+them. Sessions nobody completes are removed with their parts by `sweep` after their expiry;
+objects nobody claims, by the orphan sweep (workers/ingestion/orphans.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import cast
 
 from schemas.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from workers.ingestion import sniff
+from workers.ingestion.orphans import OrphanSweep, claimable
 from workers.ingestion.sandbox import ParseSandbox
 from workers.ingestion.settings import IngestionSettings
 from workers.ingestion.store import IngestionStore, PartOutOfOrder, TooLarge, Upload
@@ -58,6 +60,7 @@ class Uploads:
         self.files = files
         self.sandbox = sandbox
         self.settings = settings
+        self.orphans = OrphanSweep(store, files, settings.orphan_grace_seconds)
 
     async def claim_object(self, tenant: str, object_name: str) -> StoredFile:
         """An object a client (the bridge) wrote under uploads/, not yet any file's bytes."""
@@ -71,6 +74,12 @@ class Uploads:
         stored = await self.files.info(tenant, name)
         if stored is None:
             raise NotFound("no such object", details={"object_name": name})
+        if not claimable(stored, self.settings.orphan_grace_seconds):
+            # Soon removed as an orphan (workers/ingestion/orphans.py): store it again.
+            raise NotFound(
+                "the object is too old to be claimed; store it again",
+                details={"object_name": name},
+            )
         return stored
 
     async def session(self, tenant: str, upload_id: str) -> Upload:
@@ -182,6 +191,9 @@ class Uploads:
                 removed = await self.sweep()
                 if removed:
                     log.info("expired uploads removed", uploads=removed)
+                orphans = await self.orphans.sweep()
+                if orphans:
+                    log.info("orphaned upload objects removed", objects=orphans)
             except Exception as exc:  # the database or NATS is down: next round
                 log.warning("upload sweep failed", error=type(exc).__name__)
 

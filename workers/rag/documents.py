@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schemas.v1.rag_pb2 import Document, SearchResult
+from workers.rag.pages import chunk_pages
 from workers.rag.records import DocumentRow, Hit
 from workers.runtime import validation as check
 
@@ -33,6 +34,7 @@ def document_message(row: DocumentRow) -> Document:
 
 
 def result_message(hit: Hit, score: float) -> SearchResult:
+    page_start, page_end = chunk_pages(hit.metadata, hit.start, hit.end)
     out = SearchResult(
         document_id=hit.document_id,
         title=hit.title,
@@ -46,6 +48,8 @@ def result_message(hit: Hit, score: float) -> SearchResult:
         version=hit.version,
         vector_rank=hit.vector_rank or 0,
         keyword_rank=hit.keyword_rank or 0,
+        page_start=page_start,
+        page_end=page_end,
     )
     out.metadata.CopyFrom(check.to_struct(hit.metadata))
     return out

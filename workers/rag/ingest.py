@@ -222,6 +222,15 @@ class Ingestor:
             document=document_message(row), created=True, job_id=ctx.message_id or ""
         )
 
+    async def abandon(self, ctx: Context, req: CreateDocumentRequest) -> None:
+        """The job's last attempt never finished (its worker was killed): the document it was
+        ingesting ends `failed` instead of staying `processing`, and a create sent again
+        queues it again. A document already ready, or of other content, is left alone."""
+        doc = self.new_document(ctx, req)
+        await self._fail(
+            ctx, doc, "ingestion stopped on its last attempt (the worker running it was stopped)"
+        )
+
     async def _fail(self, ctx: Context, doc: NewDocument, reason: str) -> None:
         if await self.store.mark_failed(ctx.tenant, doc.id, doc.content_hash, reason):
             await self._progress(ctx, doc.id, 1, "failed", 0, 0, reason)

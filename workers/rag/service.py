@@ -79,6 +79,9 @@ class RagService:
     ) -> CreateDocumentResponse:
         return await self.ingest.create(ctx, req)
 
+    async def create_document_abandoned(self, ctx: Context, req: CreateDocumentRequest) -> None:
+        await self.ingest.abandon(ctx, req)
+
     async def get_document(self, ctx: Context, req: GetDocumentRequest) -> GetDocumentResponse:
         document_id = check.identifier(req.document_id, "document_id")
         row = await self.store.get(ctx.tenant, document_id, content=req.include_content)

@@ -43,7 +43,7 @@ from nats.js.object_store import (
 from nats.nuid import NUID
 
 from schemas.errors import BadRequest, Internal, NotFound, PayloadTooLarge
-from subjects import FILES_BUCKET, file_object, file_prefix
+from subjects import FILES_BUCKET, file_object, file_prefix, is_valid_tenant
 
 CHUNK_BYTES = 1024 * 1024
 MAX_NAME_BYTES = 512
@@ -196,6 +196,43 @@ class FileStore:
         for info in entries:
             if info.name.startswith(start) and not info.deleted:
                 yield _stored(tenant, info)
+
+    # -- sweeps (every tenant: a component's background task, never a request) --------------
+
+    async def every_tenant(self) -> AsyncIterator[tuple[str, StoredFile]]:
+        """(tenant, object) for every object of the bucket, read from its metadata stream."""
+        try:
+            entries = await self._store.list(ignore_deletes=True)
+        except NotFoundError:
+            return
+        for info in entries:
+            tenant, slash, _ = info.name.partition("/")
+            if slash and not info.deleted and is_valid_tenant(tenant):
+                yield tenant, _stored(tenant, info)
+
+    async def purge_unreferenced_chunks(self, older_than: float) -> int:
+        """Remove chunks no object refers to, last written over `older_than` seconds ago: those
+        of a put whose writer died before it stored the object's metadata, or of an object
+        replaced by a writer that died before removing the old chunks. How many objects' worth."""
+        try:
+            live = {info.nuid for info in await self._store.list(ignore_deletes=True)}
+        except NotFoundError:
+            live = set()
+        every = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=self.bucket, obj=">")
+        state = (await self._js.stream_info(self._stream, subjects_filter=every)).state
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
+        purged = 0
+        for subject in state.subjects or {}:
+            if subject.rsplit(".", 1)[-1] in live:
+                continue
+            try:
+                last = await self._js.get_last_msg(self._stream, subject)
+            except NotFoundError:
+                continue
+            if last.time is not None and last.time < cutoff:
+                await self._purge(subject)
+                purged += 1
+        return purged
 
     # -- internals --------------------------------------------------------------------------
 

@@ -6,6 +6,11 @@ Settling is the contract: `ack` only after the handler returned (its effect is c
 permanent one, or after the last attempt, a copy to AI_DLQ with the reason and then `term`.
 Handlers make their effect idempotent by `ctx.message_id`, so a redelivery after a crash
 changes nothing twice.
+
+A worker that dies during a job's last attempt never settles it: the server delivers it once
+more, and that delivery is not run but dead-lettered. Before that, the op's `abandoned`
+handler (`<op>_abandoned(ctx, request)` on the component's handler object, if it has one)
+is called, so that a status the job left half-way (`processing`) can end as failed.
 """
 
 from __future__ import annotations
@@ -49,13 +54,14 @@ from subjects.streams import consumer_config, ensure_consumer
 from workers.runtime.client import Client
 from workers.runtime.config import Settings
 from workers.runtime.context import Context
-from workers.runtime.endpoints import Endpoint
+from workers.runtime.endpoints import Endpoint, Handler
 from workers.runtime.events import EventPublisher
 from workers.runtime.failures import as_service_error
 from workers.runtime.logs import get_logger
 from workers.runtime.telemetry import Labels, request_duration, requests_total
 
 MAX_ACK_PENDING = 10_000
+ABANDON_TIMEOUT = 30.0  # seconds an `abandoned` handler may take
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,7 @@ class JobRunner:
         client: Client,
         events: EventPublisher,
         consumption: Consumption | None = None,
+        abandoned: Mapping[str, Handler] | None = None,
     ) -> None:
         self.js = js
         self.component = component
@@ -123,6 +130,7 @@ class JobRunner:
             component, frozenset(ep.rpc.op for ep in endpoints)
         )
         self._ops = {ep.rpc.op: ep for ep in endpoints}
+        self._abandoned = dict(abandoned or {})
         self._labels = {
             ep.rpc.op: Labels(component, ep.rpc.op, self.consumption.kind) for ep in endpoints
         }
@@ -238,6 +246,7 @@ class JobRunner:
         outcome = "ok"
         try:
             if meta.num_delivered > self._attempts:
+                await self._abandon(msg, key, op, meta.num_delivered, meta.sequence.stream)
                 raise _OutOfAttempts(meta.num_delivered)
             await self._execute(msg, key, op, meta.num_delivered, meta.sequence.stream)
             await msg.ack_sync(timeout=5.0)
@@ -254,6 +263,31 @@ class JobRunner:
         ep = self._ops.get(op)
         if ep is None:
             raise BadRequest(f"{self.component} has no {self.consumption.kind} operation {key!r}")
+        ctx, request = self._decode(msg, ep, key, op, attempt, sequence)
+        async with asyncio.timeout(self._settings.job_timeout):
+            result: Any = ep.handler(ctx, request)
+            if ep.rpc.streaming:
+                async for _ in result:
+                    pass
+            else:
+                await result
+
+    async def _abandon(self, msg: Msg, key: str, op: str, attempt: int, sequence: int) -> None:
+        """The op's `abandoned` handler for a job out of attempts; its failure is logged (the
+        job goes to the dead letters either way)."""
+        handler, ep = self._abandoned.get(op), self._ops.get(op)
+        if handler is None or ep is None:
+            return
+        try:
+            ctx, request = self._decode(msg, ep, key, op, attempt, sequence)
+            async with asyncio.timeout(min(self._settings.job_timeout, ABANDON_TIMEOUT)):
+                await handler(ctx, request)
+        except Exception as exc:
+            self._log.warning("abandoned job not handled", op=op, key=key, error=type(exc).__name__)
+
+    def _decode(
+        self, msg: Msg, ep: Endpoint, key: str, op: str, attempt: int, sequence: int
+    ) -> tuple[Context, Any]:
         headers = msg.headers or {}
         tenant = tenant_of(msg.subject)
         if self.consumption.kind == "event":
@@ -279,13 +313,7 @@ class JobRunner:
             message_id=headers.get(HEADER_MSG_ID) or f"{self.consumption.stream}:{sequence}",
             attempt=attempt,
         )
-        async with asyncio.timeout(self._settings.job_timeout):
-            result: Any = ep.handler(ctx, request)
-            if ep.rpc.streaming:
-                async for _ in result:
-                    pass
-            else:
-                await result
+        return ctx, request
 
     async def _fail(self, msg: Msg, op: str, exc: Exception, started: int) -> str:
         elapsed = (time.perf_counter_ns() - started) / 1e9

@@ -23,7 +23,7 @@ from subjects.streams import provision_streams
 from workers.runtime import connection
 from workers.runtime.component import Component, preload
 from workers.runtime.config import Settings
-from workers.runtime.endpoints import Endpoint, RequestServer
+from workers.runtime.endpoints import Endpoint, Handler, RequestServer
 from workers.runtime.jobs import Consumption, JobRunner
 from workers.runtime.logs import get_logger
 from workers.runtime.micro import MicroService
@@ -71,6 +71,21 @@ async def settle(nc: NATS) -> None:
     await asyncio.sleep(0)
     await nc.flush()
     await nc.flush()
+
+
+def abandoned_handlers(component: Component, impl: object) -> dict[str, Handler]:
+    """The `<op>_abandoned` handlers of the component's jobs (workers/runtime/jobs.py)."""
+    found: dict[str, Handler] = {}
+    for op in component.jobs:
+        handler = getattr(impl, f"{op}_abandoned", None)
+        if handler is None:
+            continue
+        if not inspect.iscoroutinefunction(handler):
+            raise TypeError(
+                f"{component.name}: {type(impl).__name__}.{op}_abandoned must be an async function"
+            )
+        found[op] = handler
+    return found
 
 
 def bind_handlers(component: Component, impl: object) -> list[Endpoint]:
@@ -144,6 +159,7 @@ class Worker:
                     self.settings,
                     client=resources.client,
                     events=resources.events,
+                    abandoned=abandoned_handlers(component, impl),
                 )
                 await runner.start()
                 self.jobs.append(runner)
