@@ -160,6 +160,33 @@ async def test_a_session_keeps_the_history_and_the_client_sends_only_the_new_mes
     assert listed.sessions[0].message_count == 4
 
 
+async def test_a_history_over_the_context_budget_loses_its_oldest_turns(
+    agents: Agents, fake: FakeOpenAI
+) -> None:
+    """A long first answer does not fit a 120-token budget: the second turn's model request
+    is the system prompt and the new message only (prompt.build_context fitted it)."""
+    await agents(
+        "create_agent",
+        {
+            "agent_id": "tight",
+            "agent": {
+                "name": "T",
+                "model": SCRIPTED,
+                "system_prompt": "Be brief.",
+                "context_budget_tokens": 120,
+            },
+        },
+    )
+    script(fake, reply("word " * 150), reply("short"))
+    first = await agents("chat", {"agent_id": "tight", "message": "hello"})
+    await agents("chat", {"agent_id": "tight", "message": "again", "session_id": first.session_id})
+    sent = fake.requests("attacker")[-1].body["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("system", "Be brief."),
+        ("user", "again"),
+    ]
+
+
 async def test_every_model_call_carries_the_agent_id_to_llmops(agents: Agents, nc: NATS) -> None:
     """The gateway's llm_operation events name the agent (LLMOps groups cost by it)."""
     await agents("create_agent", {"agent_id": "acct", "agent": {"name": "A"}})

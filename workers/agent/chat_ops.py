@@ -31,9 +31,10 @@ from schemas.v1.prompt_pb2 import BuildContextRequest
 from schemas.v1.prompt_rpc import PromptService
 from workers.agent import access, convert
 from workers.agent.base import Handlers
+from workers.agent.context_fit import surely_fits
 from workers.agent.definitions import check_id
 from workers.agent.loop import RunState
-from workers.agent.runner import definition_of, new_id
+from workers.agent.runner import definition_of, new_id, system_messages
 from workers.runtime import paging as pages
 from workers.runtime.context import Context
 
@@ -97,17 +98,9 @@ class ChatHandlers(Handlers):
             else []
         )
         user_message = ChatMessage(role="user", content=message)
-        fitted = await ctx.call(
-            PromptService.BuildContext,
-            BuildContextRequest(
-                model=definition.get("model") or self.settings.context_model,
-                budget_tokens=definition.get("context_budget_tokens")
-                or self.settings.default_context_tokens,
-                system_prompt=await box.system_prompt(),
-                messages=[*history, user_message],
-            ),
+        initial = await self._fitted(
+            ctx, definition, await box.system_prompt(), [*history, user_message]
         )
-        initial = list(fitted.messages)
         state = RunState(list(initial))
         if sink is not None:
             await sink(ChatEvent(type="run_started", session_id=session_id, run_id=run_id))
@@ -153,6 +146,29 @@ class ChatHandlers(Handlers):
             usage=convert.usage(result.state.prompt_tokens, result.state.completion_tokens),
             cost_usd=result.state.cost_usd,
         )
+
+    async def _fitted(
+        self,
+        ctx: Context,
+        definition: dict[str, Any],
+        system_prompt: str,
+        messages: list[ChatMessage],
+    ) -> list[ChatMessage]:
+        """The messages the model gets: all of them when they surely fit the budget, else
+        what prompt.build_context keeps (the system prompt and the newest turns)."""
+        budget = definition.get("context_budget_tokens") or self.settings.default_context_tokens
+        if surely_fits(system_prompt, messages, budget):
+            return [*system_messages(system_prompt), *messages]
+        fitted = await ctx.call(
+            PromptService.BuildContext,
+            BuildContextRequest(
+                model=definition.get("model") or self.settings.context_model,
+                budget_tokens=budget,
+                system_prompt=system_prompt,
+                messages=messages,
+            ),
+        )
+        return list(fitted.messages)
 
     async def list_sessions(self, ctx: Context, req: ListSessionsRequest) -> ListSessionsResponse:
         user = self.subject_user(ctx, req.user_id)
