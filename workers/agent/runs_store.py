@@ -179,6 +179,48 @@ class RunsStore(PgStore):
             json.dumps([message_json(m) for m in initial]),
         )
 
+    async def record_run(
+        self,
+        tenant: str,
+        agent_id: str,
+        run_id: str,
+        *,
+        agent_version: int,
+        initial: Sequence[ChatMessage],
+        session_id: str,
+        task_id: str,
+        user: str,
+        outcome: str,
+        turns: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float,
+        error: str,
+        conn: Db,
+    ) -> Row:
+        """Store a run that has ended, in one statement (a chat turn's run is written once,
+        at its end: `start_run` and `finish_run` together)."""
+        return await conn.fetchrow(
+            "INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id, user_id,"
+            " agent_version, initial, outcome, turns, prompt_tokens, completion_tokens,"
+            " cost_usd, error, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9,"
+            " $10, $11, $12, $13, $14, now()) RETURNING *",
+            tenant,
+            agent_id,
+            run_id,
+            session_id,
+            task_id,
+            user,
+            agent_version,
+            json.dumps([message_json(m) for m in initial]),
+            outcome,
+            turns,
+            prompt_tokens,
+            completion_tokens,
+            cost_usd,
+            error,
+        )
+
     async def get_run(self, tenant: str, agent_id: str, run_id: str) -> Row | None:
         return await self.pool.fetchrow(
             "SELECT * FROM agent.runs WHERE tenant = $1 AND agent_id = $2 AND run_id = $3",
