@@ -92,6 +92,12 @@ def _matrix(signature: Signature, rows: list[dict[str, Any]], field: str) -> Any
         raise BadRequest(str(exc), details={"field": exc.field}) from None
 
 
+def _predict_rows(model: LoadedModel, rows: list[dict[str, Any]]) -> list[MlPrediction]:
+    """Check, predict and convert a batch in one go, off the event loop."""
+    matrix = _matrix(model.signature, rows, "features_list")
+    return [predictions.to_proto(r) for r in predictions.predict(model, matrix)]
+
+
 class MlHandlers(RegistryHandlers):
     def __init__(
         self,
@@ -257,14 +263,9 @@ class MlHandlers(RegistryHandlers):
             check.items(req.features_list, "features_list", maximum=self.settings.max_batch_rows)
             rows = await asyncio.to_thread(_rows, req.features_list, "features_list")
             version, model = await self._model(ctx, ref)
-            matrix = await asyncio.to_thread(_matrix, model.signature, rows, "features_list")
-            results = await asyncio.to_thread(predictions.predict, model, matrix)
+            found = await asyncio.to_thread(_predict_rows, model, rows)
             self.recorder.add((ctx.tenant, ref.name, version), rows)
-            return PredictBatchResponse(
-                name=ref.name,
-                version=version,
-                predictions=[predictions.to_proto(r) for r in results],
-            )
+            return PredictBatchResponse(name=ref.name, version=version, predictions=found)
         if not req.HasField("input"):
             raise BadRequest(
                 "features_list or input is required", details={"field": "features_list"}
