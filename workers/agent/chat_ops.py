@@ -77,16 +77,18 @@ class ChatHandlers(Handlers):
     async def _chat(self, ctx: Context, req: ChatRequest, sink: Sink | None) -> ChatResponse:
         message = self.check_text(req.message, "message")
         check_id(req.session_id, "session_id", required=False)
-        row = await self.agent_row(ctx, req.agent_id, "execute")
+        agent_id = check_id(req.agent_id, "agent_id")
+        # The agent and the session in one query (a new id of ours has no session to find).
+        row, owner = await self.runs.agent_and_session(ctx.tenant, agent_id, req.session_id)
+        await access.require_existing(
+            ctx, self.store, "agent", agent_id, "execute", row is not None
+        )
         user = access.user_of(ctx)
         session_id = req.session_id or new_id("s")
-        session = None
-        if req.session_id:  # a new id of ours has no row and no history to read
-            session, usable = await self.runs.open_session(
-                ctx.tenant, row["agent_id"], session_id, user
-            )
-            if not usable:
-                raise NotFound("session not found", details={"field": "session_id"})
+        # A user may only use their own sessions; an id not used yet is free (the session is
+        # created with its first messages).
+        if owner is not None and user and owner != user:
+            raise NotFound("session not found", details={"field": "session_id"})
         definition = definition_of(row)
         run_id = new_id("r")
         box = await self.runner.toolbox(ctx, row, definition, run_id, depth=0)
@@ -94,7 +96,7 @@ class ChatHandlers(Handlers):
             await self.runs.history(
                 ctx.tenant, row["agent_id"], session_id, self.settings.history_messages
             )
-            if session is not None
+            if owner is not None
             else []
         )
         user_message = ChatMessage(role="user", content=message)

@@ -38,6 +38,23 @@ class RunsStore(PgStore):
             return None, True
         return row, not user or row["user_id"] == user
 
+    async def agent_and_session(
+        self, tenant: str, agent_id: str, session_id: str
+    ) -> tuple[Row, str | None]:
+        """The agent's row (None: no such agent) and the user owning `session_id` (None: no
+        such session), in one query: a chat turn's first read."""
+        row = await self.pool.fetchrow(
+            "SELECT a.*, s.user_id AS session_user FROM agent.agents a"
+            " LEFT JOIN agent.sessions s ON s.tenant = a.tenant AND s.agent_id = a.agent_id"
+            " AND s.session_id = $3 WHERE a.tenant = $1 AND a.agent_id = $2",
+            tenant,
+            agent_id,
+            session_id,
+        )
+        if row is None:
+            return None, None
+        return row, row["session_user"]
+
     async def history(
         self, tenant: str, agent_id: str, session_id: str, limit: int
     ) -> list[ChatMessage]:
