@@ -23,10 +23,11 @@ from workers.ml.signature import Signature
 Key = tuple[str, str, int]
 
 
-# A one-row predict cheaper than this (CPU seconds) runs on the event loop: handing it to a
-# thread and back costs more than it would stall the loop (two wake-ups, each waiting for a core
-# on a busy machine). Slower models (a forest's trees) keep running in a thread.
-INLINE_SECONDS = 0.001
+# A one-row predict cheaper than this (CPU seconds) runs on the event loop. In a thread it
+# would hold the GIL about as long anyway (scikit-learn's per-call checks are Python; the
+# interpreter switches threads every 5 ms), and the hand-off costs two more wake-ups, each
+# waiting for a core on a busy machine. Slower models (a forest's trees) keep their thread.
+INLINE_SECONDS = 0.005
 
 
 @dataclass

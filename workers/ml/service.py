@@ -226,7 +226,7 @@ class MlHandlers(RegistryHandlers):
             if cached is not None:
                 return PredictResponse(name=ref.name, version=version, result=cached, cached=True)
         # A forest's predict takes milliseconds: off the loop, so it never stalls the others;
-        # a model that answers one row in well under a millisecond is called here.
+        # a model that answers one row within INLINE_SECONDS of CPU is called here.
         if model.one_row.inline:
             found = predictions.timed_predict(model, matrix)
         else:
