@@ -14,7 +14,9 @@ two share the cores, so the NATS figures include the client's cost.
 2. `predict` of one row with each model, one request at a time: p50/p99 over NATS (msgpack),
    against the same loaded model in process: the signature check plus `predict_proba` (what the
    worker does per request), and `predict_proba` alone on a ready matrix; the three interleaved
-   call by call, so a change in the machine's other load hits all of them.
+   call by call, so a change in the machine's other load hits all of them; and, interleaved
+   too, the fleet's floor: a raw nats-py echo round trip (`benchmarks.servers raw`, its own
+   process) of a 200-byte msgpack body. "Beyond echo" is what predict adds to that floor.
 3. `predict_batch` of 10,000 rows in one request (the random forest): rows/s over NATS against
    in process, alternated three times (medians).
 4. Loading the random forest: download from the Object Store plus the checked skops load,
@@ -39,7 +41,7 @@ from typing import Any
 import msgpack
 import psutil
 
-from benchmarks.common import TENANT, run_async
+from benchmarks.common import ECHO_BODY, ECHO_SUBJECT, TENANT, run_async
 from subjects import request_subject
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,9 +175,9 @@ async def load_model(nats_url: str, name: str) -> tuple[Any, dict[str, float]]:
 async def predict_both(
     nats_url: str, name: str, model: Any, repeats: int, worker: psutil.Process
 ) -> tuple[list[float], list[float], list[float], dict[str, float]]:
-    """One row, interleaved request by request so both see the same machine: over NATS, the
-    same loaded model in process (signature check + predict, what the worker does), and
-    `predict_proba` alone on a ready matrix."""
+    """One row, interleaved request by request so all see the same machine: over NATS, the
+    same loaded model in process (signature check + predict, what the worker does),
+    `predict_proba` alone on a ready matrix, and a raw echo round trip."""
     import nats
 
     from workers.ml import predictions
@@ -184,7 +186,7 @@ async def predict_both(
     subject = request_subject(TENANT, "ml", "predict")
     body = msgpack.packb({"model_id": name, "features": ROW})
     matrix = model.signature.matrix([ROW], "features")
-    over_nats, checked, bare = [], [], []
+    over_nats, checked, bare, echo = [], [], [], []
     worker_cpu, local_cpu = 0.0, 0.0
     for i in range(repeats + 200):
         if i == 200:
@@ -196,6 +198,9 @@ async def predict_both(
         if i < 200:  # the first ones load the model and warm the pool
             continue
         over_nats.append(elapsed)
+        started = time.perf_counter()
+        await nc.request(ECHO_SUBJECT, ECHO_BODY, timeout=10, headers=HEADERS)
+        echo.append(time.perf_counter() - started)
         if i == repeats + 199:
             worker_cpu = sum(worker.cpu_times()[:2]) - worker_started
         started, cpu = time.perf_counter(), time.process_time()
@@ -207,6 +212,7 @@ async def predict_both(
         bare.append(time.perf_counter() - started)
     await nc.close()
     cpu_ms = {
+        "echo_p50_ms": ms(echo, 0.5),
         "worker_cpu_ms_per_request": round(worker_cpu / repeats * 1000, 3),
         "in_process_cpu_ms_per_call": round(local_cpu / repeats * 1000, 3),
     }
@@ -270,6 +276,9 @@ def measure(nats_url: str, rows: int, repeats: int, worker: psutil.Process) -> d
             "in_process_predict_proba_p50_ms": ms(bare, 0.5),
             "overhead_p50_ms": round(ms(over_nats, 0.5) - ms(checked, 0.5), 3),
             **cpu,
+            "overhead_beyond_echo_p50_ms": round(
+                ms(over_nats, 0.5) - ms(checked, 0.5) - cpu["echo_p50_ms"], 3
+            ),
             "worker_cpu_overhead_ms": round(
                 cpu["worker_cpu_ms_per_request"] - cpu["in_process_cpu_ms_per_call"], 3
             ),
@@ -333,17 +342,25 @@ def main(argv: list[str] | None = None) -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
+        echo = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.servers", "raw", "--nats-url", nats_server.url],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
-            assert worker.stdout is not None
-            for line in worker.stdout:
-                if line.strip() == "ready":
-                    break
-            else:
-                raise RuntimeError("the ML worker exited before it was ready")
+            for process, what in ((worker, "the ML worker"), (echo, "the echo server")):
+                assert process.stdout is not None
+                for line in process.stdout:
+                    if line.strip() == "ready":
+                        break
+                else:
+                    raise RuntimeError(f"{what} exited before it was ready")
             results = measure(nats_server.url, args.rows, args.repeats, psutil.Process(worker.pid))
         finally:
-            worker.terminate()
-            worker.wait(30)
+            for process in (worker, echo):
+                process.terminate()
+                process.wait(30)
             postgres.stop()
             nats_server.stop()
     report = {
