@@ -13,9 +13,12 @@ two share the cores, so the NATS figures include the client's cost.
    same preprocessing, fit and metrics), and against a bare `Pipeline.fit` of the same pipeline.
 2. `predict` of one row with each model, one request at a time: p50/p99 over NATS (msgpack),
    against the same loaded model in process: the signature check plus `predict_proba` (what the
-   worker does per request), and `predict_proba` alone on a ready matrix.
+   worker does per request), and `predict_proba` alone on a ready matrix; the three interleaved
+   call by call, so a change in the machine's other load hits all of them; and, interleaved
+   too, the fleet's floor: a raw nats-py echo round trip (`benchmarks.servers raw`, its own
+   process) of a 200-byte msgpack body. "Beyond echo" is what predict adds to that floor.
 3. `predict_batch` of 10,000 rows in one request (the random forest): rows/s over NATS against
-   in process.
+   in process, alternated three times (medians).
 4. Loading the random forest: download from the Object Store plus the checked skops load,
    against the skops load of the same file from local disk.
 """
@@ -36,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import psutil
 
-from benchmarks.common import TENANT, run_async
+from benchmarks.common import ECHO_BODY, ECHO_SUBJECT, TENANT, run_async
 from subjects import request_subject
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,36 +172,51 @@ async def load_model(nats_url: str, name: str) -> tuple[Any, dict[str, float]]:
     }
 
 
-async def predict_over_nats(nats_url: str, name: str, repeats: int) -> list[float]:
+async def predict_both(
+    nats_url: str, name: str, model: Any, repeats: int, worker: psutil.Process
+) -> tuple[list[float], list[float], list[float], dict[str, float]]:
+    """One row, interleaved request by request so all see the same machine: over NATS, the
+    same loaded model in process (signature check + predict, what the worker does),
+    `predict_proba` alone on a ready matrix, and a raw echo round trip."""
     import nats
+
+    from workers.ml import predictions
 
     nc = await nats.connect(nats_url)
     subject = request_subject(TENANT, "ml", "predict")
     body = msgpack.packb({"model_id": name, "features": ROW})
-    latencies = []
+    matrix = model.signature.matrix([ROW], "features")
+    over_nats, checked, bare, echo = [], [], [], []
+    worker_cpu, local_cpu = 0.0, 0.0
     for i in range(repeats + 200):
+        if i == 200:
+            worker_started = sum(worker.cpu_times()[:2])
         started = time.perf_counter()
         msg = await nc.request(subject, body, timeout=10, headers=HEADERS)
-        if i >= 200:  # the first ones load the model and warm the pool
-            latencies.append(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
         assert not (msg.headers or {}).get("Nats-Service-Error-Code"), msg.data
-    await nc.close()
-    return latencies
-
-
-def predict_in_process(model: Any, repeats: int) -> tuple[list[float], list[float]]:
-    from workers.ml import predictions
-
-    checked, bare = [], []
-    matrix = model.signature.matrix([ROW], "features")
-    for _ in range(repeats):
+        if i < 200:  # the first ones load the model and warm the pool
+            continue
+        over_nats.append(elapsed)
         started = time.perf_counter()
+        await nc.request(ECHO_SUBJECT, ECHO_BODY, timeout=10, headers=HEADERS)
+        echo.append(time.perf_counter() - started)
+        if i == repeats + 199:
+            worker_cpu = sum(worker.cpu_times()[:2]) - worker_started
+        started, cpu = time.perf_counter(), time.process_time()
         predictions.predict(model, model.signature.matrix([ROW], "features"))
         checked.append(time.perf_counter() - started)
+        local_cpu += time.process_time() - cpu
         started = time.perf_counter()
         model.pipeline.predict_proba(matrix)
         bare.append(time.perf_counter() - started)
-    return checked, bare
+    await nc.close()
+    cpu_ms = {
+        "echo_p50_ms": ms(echo, 0.5),
+        "worker_cpu_ms_per_request": round(worker_cpu / repeats * 1000, 3),
+        "in_process_cpu_ms_per_call": round(local_cpu / repeats * 1000, 3),
+    }
+    return over_nats, checked, bare, cpu_ms
 
 
 async def batch_over_nats(nats_url: str, name: str, rows: list[dict[str, Any]]) -> float:
@@ -226,7 +245,7 @@ def ms(values: list[float], q: float) -> float:
     return round(values[min(len(values) - 1, int(len(values) * q))] * 1000, 3)
 
 
-def measure(nats_url: str, rows: int, repeats: int) -> dict[str, Any]:
+def measure(nats_url: str, rows: int, repeats: int, worker: psutil.Process) -> dict[str, Any]:
     from tests.support.ml import churn_rows, price_rows
 
     training_rows = churn_rows(rows)
@@ -247,22 +266,35 @@ def measure(nats_url: str, rows: int, repeats: int) -> dict[str, Any]:
     for model_type in ("classification", "logistic_regression"):
         name = f"bench-{model_type}".replace("_", "-")
         model, loading = run_async(load_model(nats_url, name))
-        over_nats = run_async(predict_over_nats(nats_url, name, repeats))
-        checked, bare = predict_in_process(model, repeats)
+        over_nats, checked, bare, cpu = run_async(
+            predict_both(nats_url, name, model, repeats, worker)
+        )
         single[model_type] = {
             "nats_p50_ms": ms(over_nats, 0.5),
             "nats_p99_ms": ms(over_nats, 0.99),
             "in_process_checked_p50_ms": ms(checked, 0.5),
             "in_process_predict_proba_p50_ms": ms(bare, 0.5),
             "overhead_p50_ms": round(ms(over_nats, 0.5) - ms(checked, 0.5), 3),
+            **cpu,
+            "overhead_beyond_echo_p50_ms": round(
+                ms(over_nats, 0.5) - ms(checked, 0.5) - cpu["echo_p50_ms"], 3
+            ),
+            "worker_cpu_overhead_ms": round(
+                cpu["worker_cpu_ms_per_request"] - cpu["in_process_cpu_ms_per_call"], 3
+            ),
         }
     name = "bench-classification"
     model, loading = run_async(load_model(nats_url, name))
     batch_rows = [
         {k: v for k, v in r.items() if k != "churned"} for r in churn_rows(10_000, seed=5)
     ]
-    batch_nats = run_async(batch_over_nats(nats_url, name, batch_rows))
-    batch_local = batch_in_process(model, batch_rows)
+    # Alternated three times, medians: one 10,000-row call is long enough for the machine's
+    # other load to change under it.
+    nats_times, local_times = [], []
+    for _ in range(3):
+        nats_times.append(run_async(batch_over_nats(nats_url, name, batch_rows)))
+        local_times.append(batch_in_process(model, batch_rows))
+    batch_nats, batch_local = statistics.median(nats_times), statistics.median(local_times)
     return {
         "training": trainings,
         "predict_one_row": single,
@@ -289,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="aifleet-bench-ml-") as tmp:
         nats_server = EmbeddedNats(Path(tmp) / "nats", config=REPO / "nats-server.conf")
         postgres = EmbeddedPostgres(Path(tmp) / "pg")
@@ -309,22 +342,35 @@ def main(argv: list[str] | None = None) -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
+        echo = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.servers", "raw", "--nats-url", nats_server.url],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
-            assert worker.stdout is not None
-            for line in worker.stdout:
-                if line.strip() == "ready":
-                    break
-            else:
-                raise RuntimeError("the ML worker exited before it was ready")
-            results = measure(nats_server.url, args.rows, args.repeats)
+            for process, what in ((worker, "the ML worker"), (echo, "the echo server")):
+                assert process.stdout is not None
+                for line in process.stdout:
+                    if line.strip() == "ready":
+                        break
+                else:
+                    raise RuntimeError(f"{what} exited before it was ready")
+            results = measure(nats_server.url, args.rows, args.repeats, psutil.Process(worker.pid))
         finally:
-            worker.terminate()
-            worker.wait(30)
+            for process in (worker, echo):
+                process.terminate()
+                process.wait(30)
             postgres.stop()
             nats_server.stop()
     report = {
         "command": "python -m benchmarks.ml " + " ".join(sys.argv[1:]),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
         **results,
     }
     RESULTS.parent.mkdir(exist_ok=True)

@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
-from schemas.errors import PermissionDenied, RateLimited
+from schemas.errors import NotFound, PermissionDenied, RateLimited
 from schemas.v1.agent_pb2 import Task
 from subjects import STREAM_EVENTS, event_subject
 from tests.support.agent import (
@@ -158,6 +158,33 @@ async def test_a_session_keeps_the_history_and_the_client_sends_only_the_new_mes
     listed = await agents("list_sessions", {"agent_id": "talk"})
     assert [s.session_id for s in listed.sessions] == [first.session_id]
     assert listed.sessions[0].message_count == 4
+
+
+async def test_a_history_over_the_context_budget_loses_its_oldest_turns(
+    agents: Agents, fake: FakeOpenAI
+) -> None:
+    """A long first answer does not fit a 120-token budget: the second turn's model request
+    is the system prompt and the new message only (prompt.build_context fitted it)."""
+    await agents(
+        "create_agent",
+        {
+            "agent_id": "tight",
+            "agent": {
+                "name": "T",
+                "model": SCRIPTED,
+                "system_prompt": "Be brief.",
+                "context_budget_tokens": 120,
+            },
+        },
+    )
+    script(fake, reply("word " * 150), reply("short"))
+    first = await agents("chat", {"agent_id": "tight", "message": "hello"})
+    await agents("chat", {"agent_id": "tight", "message": "again", "session_id": first.session_id})
+    sent = fake.requests("attacker")[-1].body["messages"]
+    assert [(m["role"], m["content"]) for m in sent] == [
+        ("system", "Be brief."),
+        ("user", "again"),
+    ]
 
 
 async def test_every_model_call_carries_the_agent_id_to_llmops(agents: Agents, nc: NATS) -> None:
@@ -406,6 +433,33 @@ async def test_permissions_decide_who_may_chat_and_revocation_is_immediate(agent
         await other("chat", {"agent_id": "priv", "message": "hi"})
     assert [a.agent_id for a in (await owner("list_agents", {})).agents] == ["priv"]
     assert (await other("list_agents", {})).agents == []
+
+
+async def test_a_user_cannot_chat_in_another_users_session(agents: Agents) -> None:
+    """With execute on the agent, another user's session id is 404 and adds nothing to it;
+    its owner goes on in it."""
+    owner, other = agents.as_user("owner2"), agents.as_user("other2")
+    await owner("create_agent", {"agent_id": "shared", "agent": {"name": "S"}})
+    grant = {
+        "user_id": "other2",
+        "resource_type": "agent",
+        "resource_id": "shared",
+        "permission": "execute",
+    }
+    await owner("grant_permission", grant)
+    first = await owner("chat", {"agent_id": "shared", "message": "mine"})
+    with pytest.raises(NotFound):
+        await other(
+            "chat", {"agent_id": "shared", "message": "theirs", "session_id": first.session_id}
+        )
+    again = await owner(
+        "chat", {"agent_id": "shared", "message": "more", "session_id": first.session_id}
+    )
+    session = await owner("get_session", {"agent_id": "shared", "session_id": again.session_id})
+    assert [m.message.content for m in session.messages if m.message.role == "user"] == [
+        "mine",
+        "more",
+    ]
 
 
 async def test_a_task_runs_as_a_job_and_the_same_task_id_is_one_task(

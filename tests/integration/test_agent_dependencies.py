@@ -18,10 +18,15 @@ async def test_chat_without_prompt_or_gateway_is_503_and_stores_nothing(
     nats_server: EmbeddedNats, nc: NATS, postgres: EmbeddedPostgres, valkey: EmbeddedValkey
 ) -> None:
     """No prompt and gateway workers: chat answers 503 (retryable), no session or run is
-    written; with them started, the same chat succeeds."""
+    written; with them started, the same chat succeeds. (The budget is small enough that even
+    this turn is fitted by prompt.build_context: a turn that surely fits skips that call and,
+    with the gateway down, ends as a failed run like any model call that fails.)"""
     agents = Agents(Client(nc, timeout=30.0), new_tenant("dep"))
     async with running_worker([agent.component], nats_server.url, database_url=postgres.dsn):
-        await agents("create_agent", {"agent_id": "a", "agent": {"name": "A"}})
+        await agents(
+            "create_agent",
+            {"agent_id": "a", "agent": {"name": "A", "context_budget_tokens": 100}},
+        )
         with pytest.raises(Unavailable) as caught:
             await agents("chat", {"agent_id": "a", "message": "hi"})
         assert caught.value.retryable

@@ -1,14 +1,17 @@
 """Two ML replicas behind one queue group: an alias moved through one takes effect on both at
-once (no restart, no invalidation message), and predictions are cached through the cache
-component when enabled."""
+once (no restart: the mover forgets its resolution, the other replica on the move's event), a
+move no event announces takes effect within AIFLEET_ML_ALIAS_CACHE_SECONDS, and predictions
+are cached through the cache component when enabled."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -21,6 +24,8 @@ from workers.ml import service as ml
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 
+BOUND = 0.5  # seconds a replica keeps a resolution
+
 
 @pytest.fixture(scope="module")
 async def replicas(
@@ -28,6 +33,7 @@ async def replicas(
 ) -> AsyncIterator[list[Worker]]:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AIFLEET_ML_PREDICTION_CACHE_TTL_SECONDS", "60")
+        env.setenv("AIFLEET_ML_ALIAS_CACHE_SECONDS", str(BOUND))
         async with (
             running_worker([cache.component], nats_server.url, redis_url=valkey.url),
             running_worker([ml.component], nats_server.url, database_url=postgres.dsn) as one,
@@ -65,6 +71,30 @@ async def test_an_alias_move_takes_effect_on_every_replica(
         assert (reply.version, reply.result.prediction.string_value) == (2, "no")
     after = [await served(nc, w) for w in replicas]
     assert all(a > m for a, m in zip(after, middle, strict=True)), (middle, after)
+
+
+async def test_a_move_no_event_announces_takes_effect_within_the_bound(
+    nc: NATS, replicas: list[Worker], postgres: EmbeddedPostgres
+) -> None:
+    """The alias changed in SQL behind the registry (no event): every replica serves the new
+    version once the bound has passed since it last resolved the alias."""
+    client, t = Client(nc), f"b{uuid.uuid4().hex[:10]}"
+    await train(client, t, train_request("churn", churn_rows(200)))
+    await train(client, t, train_request("churn", churn_rows(200, flip=True)))
+    await deploy(client, t, "churn", version=1)
+    for i in range(10):
+        assert (await predict(client, t, "churn", {**LOW_USAGE, "tenure": i + 1})).version == 1
+    conn = await asyncpg.connect(postgres.dsn)
+    try:
+        await conn.execute(
+            "UPDATE ml.aliases SET version = 2 WHERE tenant = $1 AND name = 'churn'", t
+        )
+    finally:
+        await conn.close()
+    await asyncio.sleep(BOUND + 0.1)
+    for i in range(20):
+        reply = await predict(client, t, "churn", {**LOW_USAGE, "tenure": i + 1})
+        assert (reply.version, reply.result.prediction.string_value) == (2, "no")
 
 
 async def test_a_repeated_prediction_comes_from_the_cache_component(

@@ -312,3 +312,68 @@ def test_json_rejects_malformed_base64_in_bytes_fields(text: str) -> None:
 def test_json_accepts_padded_unpadded_and_url_safe_base64(text: str, expected: bytes) -> None:
     """The proto3 JSON mapping's base64 variants all decode to the same bytes."""
     assert JSON_CODEC.decode(EchoRequest, json.dumps({"blob": text}).encode()).blob == expected
+
+
+JSON_VALUES: list[Any] = [
+    {},
+    {"a": 1, "b": 2.5, "c": "x", "d": True, "e": None},
+    {"nested": {"deep": {"list": [1, "two", None, False, {"k": []}]}}},
+    {"big": 2**60, "neg": -3, "unicode": "数据 🙂", "empty": ""},
+]
+
+
+@pytest.mark.parametrize("plain", JSON_VALUES, ids=repr)
+def test_msgpack_structs_decode_as_json_format_parses_them(plain: dict[str, Any]) -> None:
+    """A Struct field (and a repeated one) decodes to what json_format.ParseDict gives."""
+    from google.protobuf import json_format
+
+    from schemas.v1.ml_pb2 import PredictBatchRequest
+
+    body = msgpack.packb({"model_id": "m", "features_list": [plain, plain]})
+    decoded = MSGPACK_CODEC.decode(PredictBatchRequest, body)
+    expected = struct_pb2.Struct()
+    json_format.ParseDict(plain, expected)
+    assert list(decoded.features_list) == [expected, expected]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"x": b"bytes"}, {1: "int key"}, {"x": {"y": b"deep bytes"}}, "not a map", [1, 2]],
+    ids=repr,
+)
+def test_a_struct_json_format_refuses_is_still_a_bad_request(bad: Any) -> None:
+    """Values a Struct cannot hold are a 400, as before the fast path."""
+    from schemas.v1.ml_pb2 import PredictRequest
+
+    with pytest.raises(BadRequest):
+        MSGPACK_CODEC.decode(PredictRequest, msgpack.packb({"model_id": "m", "features": bad}))
+
+
+@pytest.mark.parametrize("plain", [*JSON_VALUES, {"list": [[1, [2, [3]]]]}], ids=repr)
+def test_msgpack_encodes_structs_and_values_as_message_to_dict(plain: dict[str, Any]) -> None:
+    """Struct, Value and ListValue fields encode to json_format.MessageToDict's values."""
+    from google.protobuf import json_format
+
+    from schemas.v1.ml_pb2 import MlPrediction, PredictBatchRequest
+
+    req = PredictBatchRequest(model_id="m")
+    json_format.ParseDict(plain, req.features_list.add())
+    packed = msgpack.unpackb(MSGPACK_CODEC.encode(req))
+    assert packed["features_list"] == [json_format.MessageToDict(req.features_list[0])]
+    one: Any
+    for one in (None, True, 2.5, "s", [1, "a", None], {"k": {"n": 1}}):
+        out = MlPrediction()
+        json_format.ParseDict(one, out.prediction)
+        one_packed = msgpack.unpackb(MSGPACK_CODEC.encode(out))
+        assert one_packed["prediction"] == json_format.MessageToDict(out.prediction)
+
+
+def test_a_non_finite_number_in_a_value_is_refused_on_encoding() -> None:
+    """As json_format: NaN and infinities have no JSON form."""
+    from schemas.v1.ml_pb2 import MlPrediction
+
+    for number in (float("nan"), float("inf")):
+        out = MlPrediction()
+        out.prediction.number_value = number
+        with pytest.raises(ValueError, match="Fail to serialize"):
+            MSGPACK_CODEC.encode(out)

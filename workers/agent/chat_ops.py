@@ -31,9 +31,10 @@ from schemas.v1.prompt_pb2 import BuildContextRequest
 from schemas.v1.prompt_rpc import PromptService
 from workers.agent import access, convert
 from workers.agent.base import Handlers
+from workers.agent.context_fit import surely_fits
 from workers.agent.definitions import check_id
 from workers.agent.loop import RunState
-from workers.agent.runner import definition_of, new_id
+from workers.agent.runner import definition_of, new_id, system_messages
 from workers.runtime import paging as pages
 from workers.runtime.context import Context
 
@@ -76,16 +77,18 @@ class ChatHandlers(Handlers):
     async def _chat(self, ctx: Context, req: ChatRequest, sink: Sink | None) -> ChatResponse:
         message = self.check_text(req.message, "message")
         check_id(req.session_id, "session_id", required=False)
-        row = await self.agent_row(ctx, req.agent_id, "execute")
+        agent_id = check_id(req.agent_id, "agent_id")
+        # The agent and the session in one query (a new id of ours has no session to find).
+        row, owner = await self.runs.agent_and_session(ctx.tenant, agent_id, req.session_id)
+        await access.require_existing(
+            ctx, self.store, "agent", agent_id, "execute", row is not None
+        )
         user = access.user_of(ctx)
         session_id = req.session_id or new_id("s")
-        session = None
-        if req.session_id:  # a new id of ours has no row and no history to read
-            session, usable = await self.runs.open_session(
-                ctx.tenant, row["agent_id"], session_id, user
-            )
-            if not usable:
-                raise NotFound("session not found", details={"field": "session_id"})
+        # A user may only use their own sessions; an id not used yet is free (the session is
+        # created with its first messages).
+        if owner is not None and user and owner != user:
+            raise NotFound("session not found", details={"field": "session_id"})
         definition = definition_of(row)
         run_id = new_id("r")
         box = await self.runner.toolbox(ctx, row, definition, run_id, depth=0)
@@ -93,21 +96,13 @@ class ChatHandlers(Handlers):
             await self.runs.history(
                 ctx.tenant, row["agent_id"], session_id, self.settings.history_messages
             )
-            if session is not None
+            if owner is not None
             else []
         )
         user_message = ChatMessage(role="user", content=message)
-        fitted = await ctx.call(
-            PromptService.BuildContext,
-            BuildContextRequest(
-                model=definition.get("model") or self.settings.context_model,
-                budget_tokens=definition.get("context_budget_tokens")
-                or self.settings.default_context_tokens,
-                system_prompt=await box.system_prompt(),
-                messages=[*history, user_message],
-            ),
+        initial = await self._fitted(
+            ctx, definition, await box.system_prompt(), [*history, user_message]
         )
-        initial = list(fitted.messages)
         state = RunState(list(initial))
         if sink is not None:
             await sink(ChatEvent(type="run_started", session_id=session_id, run_id=run_id))
@@ -153,6 +148,29 @@ class ChatHandlers(Handlers):
             usage=convert.usage(result.state.prompt_tokens, result.state.completion_tokens),
             cost_usd=result.state.cost_usd,
         )
+
+    async def _fitted(
+        self,
+        ctx: Context,
+        definition: dict[str, Any],
+        system_prompt: str,
+        messages: list[ChatMessage],
+    ) -> list[ChatMessage]:
+        """The messages the model gets: all of them when they surely fit the budget, else
+        what prompt.build_context keeps (the system prompt and the newest turns)."""
+        budget = definition.get("context_budget_tokens") or self.settings.default_context_tokens
+        if surely_fits(system_prompt, messages, budget):
+            return [*system_messages(system_prompt), *messages]
+        fitted = await ctx.call(
+            PromptService.BuildContext,
+            BuildContextRequest(
+                model=definition.get("model") or self.settings.context_model,
+                budget_tokens=budget,
+                system_prompt=system_prompt,
+                messages=messages,
+            ),
+        )
+        return list(fitted.messages)
 
     async def list_sessions(self, ctx: Context, req: ListSessionsRequest) -> ListSessionsResponse:
         user = self.subject_user(ctx, req.user_id)

@@ -75,7 +75,7 @@ class Recorder:
         if self.buffered:
             self.pending.append(step)
         else:
-            await self.store_step(step, None)
+            await self.store_step(step)
         if step.kind == "tool" and self.sink is not None:
             await self.sink(
                 ChatEvent(
@@ -89,17 +89,15 @@ class Recorder:
         if step.kind == "model" and self.on_model_step is not None:
             await self.on_model_step(step)
 
-    async def store_step(self, step: Step, conn: Any) -> None:
-        """Store a step with its event: in `conn`'s transaction, else in one of its own."""
-        if conn is None:
-            async with self.runs.pool.acquire() as own, own.transaction():
-                staged = await self._store_step(step, own)
-        else:
-            staged = await self._store_step(step, conn)
+    async def store_step(self, step: Step) -> None:
+        """Store a step with its event in a transaction of its own, and publish the event."""
+        async with self.runs.pool.acquire() as own, own.transaction():
+            staged = await self.stage_step(step, own)
         if staged is not None:
-            self.publish(staged)
+            self.publish([staged])
 
-    async def _store_step(self, step: Step, conn: Any) -> StagedEvent | None:
+    async def stage_step(self, step: Step, conn: Any) -> StagedEvent | None:
+        """Store a step and stage its event in `conn`'s transaction (None: a repeat)."""
         event = AgentRunStepEvent(
             run_id=self.run_id,
             agent_id=self.agent_id,
@@ -134,9 +132,10 @@ class Recorder:
     async def cancelled(self) -> bool:
         return await self.cancel_check() if self.cancel_check is not None else False
 
-    def publish(self, staged: StagedEvent) -> None:
-        """Publish a committed event in the background (it never raises; what fails stays in
-        the outbox for its flusher), so events add nothing to a run's or a reply's time."""
+    def publish(self, staged: Sequence[StagedEvent]) -> None:
+        """Publish committed events in the background, in order, their outbox rows deleted in
+        one statement (it never raises; what fails stays in the outbox for its flusher), so
+        events add nothing to a run's or a reply's time."""
         task = asyncio.create_task(self.outbox.publish(staged))
         _PUBLISHING.add(task)
         task.add_done_callback(_PUBLISHING.discard)
@@ -279,10 +278,18 @@ class Runner:
         if resumable and result.outcome == loop.FAILED and result.error and result.error.retryable:
             await recorder.finished()
             return result, None
-        error = result.error.message if result.error else ""
+        end: dict[str, Any] = {
+            "outcome": result.outcome,
+            "turns": result.state.turns,
+            "prompt_tokens": result.state.prompt_tokens,
+            "completion_tokens": result.state.completion_tokens,
+            "cost_usd": result.state.cost_usd,
+            "error": result.error.message if result.error else "",
+        }
+        staged: list[StagedEvent] = []
         async with self.runs.pool.acquire() as conn, conn.transaction():
-            if recorder.buffered:
-                await self.runs.start_run(
+            if recorder.buffered:  # the run and its steps are written now, at its end
+                finished = await self.runs.record_run(
                     ctx.tenant,
                     row["agent_id"],
                     recorder.run_id,
@@ -292,29 +299,25 @@ class Runner:
                     task_id=recorder.task_id,
                     user=access.user_of(ctx),
                     conn=conn,
+                    **end,
                 )
                 for step in recorder.pending:
-                    await recorder.store_step(step, conn)
+                    if (event := await recorder.stage_step(step, conn)) is not None:
+                        staged.append(event)
+            else:
+                finished = await self.runs.finish_run(
+                    ctx.tenant, row["agent_id"], recorder.run_id, conn=conn, **end
+                )
             if also is not None:
                 await also(conn)
-            finished = await self.runs.finish_run(
-                ctx.tenant,
-                row["agent_id"],
-                recorder.run_id,
-                outcome=result.outcome,
-                turns=result.state.turns,
-                prompt_tokens=result.state.prompt_tokens,
-                completion_tokens=result.state.completion_tokens,
-                cost_usd=result.state.cost_usd,
-                error=error,
-                conn=conn,
-            )
-            staged = await self.outbox.stage(
-                conn,
-                ctx,
-                AGENT_RUN_FINISHED,
-                AgentRunFinishedEvent(run=convert.run(finished)),
-                msg_id=f"agent-run:{ctx.tenant}:{recorder.run_id}",
+            staged.append(
+                await self.outbox.stage(
+                    conn,
+                    ctx,
+                    AGENT_RUN_FINISHED,
+                    AgentRunFinishedEvent(run=convert.run(finished)),
+                    msg_id=f"agent-run:{ctx.tenant}:{recorder.run_id}",
+                )
             )
         recorder.publish(staged)
         await recorder.finished()

@@ -38,6 +38,23 @@ class RunsStore(PgStore):
             return None, True
         return row, not user or row["user_id"] == user
 
+    async def agent_and_session(
+        self, tenant: str, agent_id: str, session_id: str
+    ) -> tuple[Row, str | None]:
+        """The agent's row (None: no such agent) and the user owning `session_id` (None: no
+        such session), in one query: a chat turn's first read."""
+        row = await self.pool.fetchrow(
+            "SELECT a.*, s.user_id AS session_user FROM agent.agents a"
+            " LEFT JOIN agent.sessions s ON s.tenant = a.tenant AND s.agent_id = a.agent_id"
+            " AND s.session_id = $3 WHERE a.tenant = $1 AND a.agent_id = $2",
+            tenant,
+            agent_id,
+            session_id,
+        )
+        if row is None:
+            return None, None
+        return row, row["session_user"]
+
     async def history(
         self, tenant: str, agent_id: str, session_id: str, limit: int
     ) -> list[ChatMessage]:
@@ -177,6 +194,48 @@ class RunsStore(PgStore):
             user,
             agent_version,
             json.dumps([message_json(m) for m in initial]),
+        )
+
+    async def record_run(
+        self,
+        tenant: str,
+        agent_id: str,
+        run_id: str,
+        *,
+        agent_version: int,
+        initial: Sequence[ChatMessage],
+        session_id: str,
+        task_id: str,
+        user: str,
+        outcome: str,
+        turns: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float,
+        error: str,
+        conn: Db,
+    ) -> Row:
+        """Store a run that has ended, in one statement (a chat turn's run is written once,
+        at its end: `start_run` and `finish_run` together)."""
+        return await conn.fetchrow(
+            "INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id, user_id,"
+            " agent_version, initial, outcome, turns, prompt_tokens, completion_tokens,"
+            " cost_usd, error, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9,"
+            " $10, $11, $12, $13, $14, now()) RETURNING *",
+            tenant,
+            agent_id,
+            run_id,
+            session_id,
+            task_id,
+            user,
+            agent_version,
+            json.dumps([message_json(m) for m in initial]),
+            outcome,
+            turns,
+            prompt_tokens,
+            completion_tokens,
+            cost_usd,
+            error,
         )
 
     async def get_run(self, tenant: str, agent_id: str, run_id: str) -> Row | None:

@@ -13,7 +13,7 @@ import asyncio
 import tempfile
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,34 @@ from workers.ml.signature import Signature
 Key = tuple[str, str, int]
 
 
+# A one-row predict cheaper than this (CPU seconds) runs on the event loop. In a thread it
+# would hold the GIL about as long anyway (scikit-learn's per-call checks are Python; the
+# interpreter switches threads every 5 ms), and the hand-off costs two more wake-ups, each
+# waiting for a core on a busy machine. Slower models (a forest's trees) keep their thread.
+INLINE_SECONDS = 0.005
+
+
+@dataclass
+class PredictTime:
+    """A model's recent CPU time per one-row predict, exponentially weighted; None until the
+    first one is measured (in a thread)."""
+
+    seconds: float | None = None
+
+    def add(self, seconds: float) -> None:
+        self.seconds = seconds if self.seconds is None else 0.8 * self.seconds + 0.2 * seconds
+
+    @property
+    def inline(self) -> bool:
+        return self.seconds is not None and self.seconds < INLINE_SECONDS
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     pipeline: Any
     signature: Signature
     size: int  # the artifact's unpacked bytes, the cache's measure of it
+    one_row: PredictTime = field(default_factory=PredictTime, compare=False)
 
     @property
     def classifier(self) -> bool:

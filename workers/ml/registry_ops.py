@@ -22,6 +22,7 @@ from subjects.events import ML_ALIAS_MOVED, ML_MODEL_DELETED
 from workers.ml import convert
 from workers.ml.models import ModelCache
 from workers.ml.reference import ModelRef, check_alias, check_version, parse
+from workers.ml.resolutions import Resolutions
 from workers.ml.store import AliasedVersion, MlStore, NotFoundError
 from workers.runtime import paging
 from workers.runtime import validation as check
@@ -39,6 +40,7 @@ class RegistryHandlers:
     files: FileStore
     outbox: Outbox
     cache: ModelCache
+    resolutions: Resolutions
 
     async def list_models(self, ctx: Context, req: ListMlModelsRequest) -> ListMlModelsResponse:
         prefix = check.text(req.name_prefix, "name_prefix", max_chars=128, multiline=False)
@@ -88,6 +90,7 @@ class RegistryHandlers:
                     name=name, alias=alias, version=now, previous_version=previous
                 )
                 staged.append(await self.outbox.stage(conn, ctx, ML_ALIAS_MOVED, event))
+        self.resolutions.forget(ctx.tenant, name)
         await self.outbox.publish(staged)
         return MlAliasResponse(name=name, alias=alias, version=now, previous_version=previous)
 
@@ -105,6 +108,7 @@ class RegistryHandlers:
                 ) from None
             event = MlAliasMovedEvent(name=ref.name, alias=alias, previous_version=previous)
             staged = await self.outbox.stage(conn, ctx, ML_ALIAS_MOVED, event)
+        self.resolutions.forget(ctx.tenant, ref.name)
         await self.outbox.publish(staged)
         return MlAliasResponse(name=ref.name, alias=alias, version=0, previous_version=previous)
 
@@ -136,6 +140,7 @@ class RegistryHandlers:
             for alias, pointed in aliases:
                 moved = MlAliasMovedEvent(name=ref.name, alias=alias, previous_version=pointed)
                 staged.append(await self.outbox.stage(conn, ctx, ML_ALIAS_MOVED, moved))
+        self.resolutions.forget(ctx.tenant, ref.name)
         await self.outbox.publish(staged)
         self.cache.drop(ctx.tenant, ref.name, version)
         for name in objects:

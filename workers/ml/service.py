@@ -2,8 +2,9 @@
 
 `train` and `predict_batch` (for a file) are both an op and a JetStream job: over request-reply
 they check the request, record it `queued` and enqueue the same request as `job.ml.<op>`; a job
-delivery (it has a message id) does the work. Predictions resolve the version in SQL on every
-call (a moved alias takes effect on every replica at once) and use the per-worker model cache.
+delivery (it has a message id) does the work. Predictions resolve the version through a
+per-worker cache of resolutions (workers/ml/resolutions.py: forgotten on every replica when an
+alias moves, kept at most AIFLEET_ML_ALIAS_CACHE_SECONDS) and use the per-worker model cache.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from workers.ml.models import LoadedModel, ModelCache, load_file, scratch_dir
 from workers.ml.recorder import InputRecorder
 from workers.ml.reference import ModelRef, check_name, parse, serving
 from workers.ml.registry_ops import RegistryHandlers, not_found
+from workers.ml.resolutions import Resolutions
 from workers.ml.runs import RunStore
 from workers.ml.settings import MlSettings
 from workers.ml.signature import FeatureError, Signature
@@ -90,6 +92,12 @@ def _matrix(signature: Signature, rows: list[dict[str, Any]], field: str) -> Any
         raise BadRequest(str(exc), details={"field": exc.field}) from None
 
 
+def _predict_rows(model: LoadedModel, rows: list[dict[str, Any]]) -> list[MlPrediction]:
+    """Check, predict and convert a batch in one go, off the event loop."""
+    matrix = _matrix(model.signature, rows, "features_list")
+    return [predictions.to_proto(r) for r in predictions.predict(model, matrix)]
+
+
 class MlHandlers(RegistryHandlers):
     def __init__(
         self,
@@ -107,6 +115,7 @@ class MlHandlers(RegistryHandlers):
         self.outbox = outbox
         self.settings = settings
         self.cache = ModelCache(settings.model_cache_bytes)
+        self.resolutions = Resolutions(settings.alias_cache_seconds)
         self.recorder = InputRecorder(
             runs, window=settings.drift_window, interval=settings.drift_flush_seconds
         )
@@ -173,9 +182,13 @@ class MlHandlers(RegistryHandlers):
     # -- predictions ------------------------------------------------------------------------
 
     async def _model(self, ctx: Context, ref: ModelRef) -> tuple[int, LoadedModel]:
-        found = await self.store.serving(ctx.tenant, ref)
+        found = self.resolutions.get(ctx.tenant, ref)
         if found is None:
-            raise not_found(ref)
+            epoch = self.resolutions.epoch
+            found = await self.store.serving(ctx.tenant, ref)
+            if found is None:
+                raise not_found(ref)
+            self.resolutions.put(ctx.tenant, ref, found, epoch)
 
         async def load() -> LoadedModel:
             signature = await self.store.signature(ctx.tenant, ref.name, found.version)
@@ -212,8 +225,12 @@ class MlHandlers(RegistryHandlers):
             cached = await self._cached(ctx, key)
             if cached is not None:
                 return PredictResponse(name=ref.name, version=version, result=cached, cached=True)
-        # A forest's predict takes milliseconds: off the loop, so it never stalls the others.
-        found = await asyncio.to_thread(predictions.predict, model, matrix)
+        # A forest's predict takes milliseconds: off the loop, so it never stalls the others;
+        # a model that answers one row within INLINE_SECONDS of CPU is called here.
+        if model.one_row.inline:
+            found = predictions.timed_predict(model, matrix)
+        else:
+            found = await asyncio.to_thread(predictions.timed_predict, model, matrix)
         result = predictions.to_proto(found[0])
         self.recorder.add((ctx.tenant, ref.name, version), [row])
         if key:
@@ -246,14 +263,9 @@ class MlHandlers(RegistryHandlers):
             check.items(req.features_list, "features_list", maximum=self.settings.max_batch_rows)
             rows = await asyncio.to_thread(_rows, req.features_list, "features_list")
             version, model = await self._model(ctx, ref)
-            matrix = await asyncio.to_thread(_matrix, model.signature, rows, "features_list")
-            results = await asyncio.to_thread(predictions.predict, model, matrix)
+            found = await asyncio.to_thread(_predict_rows, model, rows)
             self.recorder.add((ctx.tenant, ref.name, version), rows)
-            return PredictBatchResponse(
-                name=ref.name,
-                version=version,
-                predictions=[predictions.to_proto(r) for r in results],
-            )
+            return PredictBatchResponse(name=ref.name, version=version, predictions=found)
         if not req.HasField("input"):
             raise BadRequest(
                 "features_list or input is required", details={"field": "features_list"}
@@ -376,9 +388,12 @@ async def start(resources: Resources) -> AsyncIterator[MlHandlers]:
         max_attempts=resources.settings.job_max_deliver,
     )
     handlers.recorder.start()
+    following = await handlers.resolutions.follow(resources.nc)
     try:
         yield handlers
     finally:
+        for sub in following:
+            await sub.unsubscribe()
         await handlers.recorder.stop()
 
 

@@ -28,5 +28,8 @@ class MlSettings(BaseSettings):
     prediction_cache_ttl_seconds: float = Field(
         0.0, ge=0, description="cache predictions through the cache component; 0: off"
     )
+    alias_cache_seconds: float = Field(
+        1.0, ge=0, le=60, description="longest a replica keeps what a model reference names"
+    )
     drift_window: int = Field(10_000, ge=0, description="prediction inputs kept per version")
     drift_flush_seconds: float = Field(2.0, gt=0, description="how often inputs are written")

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     dependency_timeout: float = Field(
         2.0, gt=0, description="connect/IO timeout to Redis, Postgres"
     )
+    redis_max_connections: int = Field(
+        100, ge=1, le=10_000, description="Redis connections per process (more wait for one)"
+    )
+    postgres_pool_size: int = Field(
+        10, ge=1, le=1000, description="PostgreSQL connections per process (more wait for one)"
+    )
 
     job_max_deliver: int = Field(5, ge=1, le=1000)
     job_ack_wait: float = Field(30.0, gt=0)

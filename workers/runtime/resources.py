@@ -40,7 +40,12 @@ class Resources:
 
     def redis(self) -> redis.asyncio.Redis:
         """The process's Redis-protocol client. Fails fast (within `dependency_timeout`) when
-        the server is down, so callers answer 503 instead of hanging."""
+        the server is down, so callers answer 503 instead of hanging.
+
+        Its pool blocks: a command finding every connection busy waits (at most
+        `dependency_timeout`) for one to come back. redis-py's default pool raises
+        `MaxConnectionsError` at once instead, which under a burst of concurrent requests
+        (hundreds in flight on a busy event loop) turned healthy requests into 503s."""
         if self._redis is None:
             import redis.asyncio
             from redis.asyncio.retry import Retry
@@ -51,8 +56,10 @@ class Resources:
                     "REDIS_URL is not set; this component needs a Redis-protocol server"
                 )
             timeout = self.settings.dependency_timeout
-            self._redis = redis.asyncio.Redis.from_url(
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
                 self.settings.redis_url,
+                max_connections=self.settings.redis_max_connections,
+                timeout=timeout,
                 socket_connect_timeout=timeout,
                 socket_timeout=timeout,
                 # One retry for a broken connection (a restarted server leaves dead sockets in
@@ -62,6 +69,7 @@ class Resources:
                 ),
                 health_check_interval=30,
             )
+            self._redis = redis.asyncio.Redis.from_pool(pool)
         return self._redis
 
     async def postgres(self) -> asyncpg.Pool:
@@ -75,7 +83,9 @@ class Resources:
                         "DATABASE_URL is not set; this component needs PostgreSQL"
                     )
                 self._pool = await create_pool(
-                    self.settings.database_url, timeout=self.settings.dependency_timeout
+                    self.settings.database_url,
+                    timeout=self.settings.dependency_timeout,
+                    max_size=self.settings.postgres_pool_size,
                 )
             return self._pool
 
