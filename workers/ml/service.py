@@ -297,8 +297,11 @@ class MlHandlers(RegistryHandlers):
         job = PredictBatchRequest()
         job.CopyFrom(req)
         job.model_id, job.job_id, job.output = f"{ref.name}/{found.version}", job_id, output
-        await ctx.enqueue(MlRpc.PredictBatch, job, msg_id=f"ml-batch:{ctx.tenant}:{job_id}")
+        # The row first: a job delivered at once must find it (else it would be acked as unknown
+        # and the row left `queued`). A failed enqueue leaves a queued row that a retry with the
+        # same job_id enqueues again (deduplicated by the message id).
         row, _ = await self.runs.queue_job(ctx.tenant, job_id, ref.name, found.version, obj, output)
+        await ctx.enqueue(MlRpc.PredictBatch, job, msg_id=f"ml-batch:{ctx.tenant}:{job_id}")
         return PredictBatchResponse(
             name=ref.name, version=row.version, job_id=job_id, status=row.status
         )
