@@ -25,6 +25,9 @@ class InputRecorder:
         self.interval = interval
         self._buffers: dict[Key, deque[dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
+        # One flush at a time: a caller that needs the inputs written (drift) must wait for a
+        # periodic flush already writing them, not return at once with empty buffers.
+        self._flushing = asyncio.Lock()
 
     def add(self, key: Key, rows: Sequence[dict[str, Any]]) -> None:
         if self.window == 0:
@@ -35,13 +38,18 @@ class InputRecorder:
         buffer.extend(rows)
 
     async def flush(self) -> None:
-        buffers, self._buffers = self._buffers, {}
-        for (tenant, name, version), rows in buffers.items():
-            try:
-                await self.runs.record_inputs(tenant, name, version, list(rows), keep=self.window)
-            except Exception as exc:  # kept for the next flush, within the window
-                log.warning("prediction inputs not recorded", error=type(exc).__name__)
-                self.add((tenant, name, version), list(rows))
+        """Write what is buffered; returns once everything buffered before the call is written
+        (or kept for the next flush after a failure)."""
+        async with self._flushing:
+            buffers, self._buffers = self._buffers, {}
+            for (tenant, name, version), rows in buffers.items():
+                try:
+                    await self.runs.record_inputs(
+                        tenant, name, version, list(rows), keep=self.window
+                    )
+                except Exception as exc:  # kept for the next flush, within the window
+                    log.warning("prediction inputs not recorded", error=type(exc).__name__)
+                    self.add((tenant, name, version), list(rows))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ml-input-recorder")
