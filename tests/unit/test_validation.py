@@ -158,3 +158,11 @@ def test_out_of_range_timestamp_is_400() -> None:
 def test_one_page_size_rule_for_the_fleet(asked: int, given: int) -> None:
     """0 means the default (50); above the maximum (200) a page is coerced to it (AIP-158)."""
     assert check.page_size(PageRequest(page_size=asked)) == given
+
+
+def test_to_timestamp_leaves_a_missing_moment_unset() -> None:
+    """None stays None (an optional reply field left unset, not 1970); a moment converts."""
+    moment = dt.datetime(2026, 12, 4, 3, 20, 1, 250000, tzinfo=dt.UTC)
+    assert check.to_timestamp(None) is None
+    ts = check.to_timestamp(moment)
+    assert ts.ToDatetime(tzinfo=dt.UTC) == moment

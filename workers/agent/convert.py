@@ -6,8 +6,6 @@ import json
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.struct_pb2 import Struct
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from schemas.v1.agent_pb2 import (
     Agent,
@@ -24,6 +22,7 @@ from schemas.v1.agent_pb2 import (
 )
 from schemas.v1.gateway_pb2 import Usage
 from workers.agent.messages import message_of
+from workers.runtime.validation import to_struct, to_timestamp
 
 Row = Any
 
@@ -32,27 +31,14 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def timestamp(value: Any) -> Timestamp:
-    ts = Timestamp()
-    if value is not None:
-        ts.FromDatetime(value)
-    return ts
-
-
-def struct(value: dict[str, Any]) -> Struct:
-    out = Struct()
-    out.update(value)
-    return out
-
-
 def agent(row: Row) -> Agent:
     return Agent(
         agent_id=row["agent_id"],
         definition=json_format.ParseDict(_json(row["definition"]), AgentDefinition()),
         version=row["version"],
         created_by=row["created_by"],
-        created_at=timestamp(row["created_at"]),
-        updated_at=timestamp(row["updated_at"]),
+        created_at=to_timestamp(row["created_at"]),
+        updated_at=to_timestamp(row["updated_at"]),
     )
 
 
@@ -62,8 +48,8 @@ def tool(row: Row) -> ToolRecord:
         definition=json_format.ParseDict(_json(row["definition"]), ToolDefinition()),
         version=row["version"],
         created_by=row["created_by"],
-        created_at=timestamp(row["created_at"]),
-        updated_at=timestamp(row["updated_at"]),
+        created_at=to_timestamp(row["created_at"]),
+        updated_at=to_timestamp(row["updated_at"]),
     )
 
 
@@ -74,7 +60,7 @@ def grant(row: Row) -> Grant:
         resource_id=row["resource_id"],
         permission=row["permission"],
         granted_by=row["granted_by"],
-        granted_at=timestamp(row["granted_at"]),
+        granted_at=to_timestamp(row["granted_at"]),
     )
 
 
@@ -84,8 +70,8 @@ def session(row: Row) -> Session:
         agent_id=row["agent_id"],
         user_id=row["user_id"],
         message_count=row["message_count"],
-        created_at=timestamp(row["created_at"]),
-        updated_at=timestamp(row["updated_at"]),
+        created_at=to_timestamp(row["created_at"]),
+        updated_at=to_timestamp(row["updated_at"]),
     )
 
 
@@ -94,7 +80,7 @@ def session_message(row: Row) -> SessionMessage:
         seq=row["seq"],
         message=message_of(_json(row["message"])),
         run_id=row["run_id"],
-        created_at=timestamp(row["created_at"]),
+        created_at=to_timestamp(row["created_at"]),
     )
 
 
@@ -115,8 +101,8 @@ def run(row: Row) -> Run:
         usage=usage(row["prompt_tokens"], row["completion_tokens"]),
         cost_usd=row["cost_usd"],
         error=row["error"],
-        started_at=timestamp(row["started_at"]),
-        finished_at=timestamp(row["finished_at"]),
+        started_at=to_timestamp(row["started_at"]),
+        finished_at=to_timestamp(row["finished_at"]),
         agent_version=row["agent_version"],
     )
 
@@ -135,7 +121,7 @@ def step(row: Row) -> RunStep:
         cost_usd=row["cost_usd"],
         finish_reason=row["finish_reason"],
         duration_ms=row["duration_ms"],
-        created_at=timestamp(row["created_at"]),
+        created_at=to_timestamp(row["created_at"]),
     )
 
 
@@ -144,7 +130,7 @@ def task(row: Row) -> Task:
         task_id=row["task_id"],
         agent_id=row["agent_id"],
         task_type=row["task_type"],
-        parameters=struct(_json(row["parameters"])),
+        parameters=to_struct(_json(row["parameters"])),
         priority=row["priority"],
         status=row["status"],
         progress=row["progress"],
@@ -153,8 +139,8 @@ def task(row: Row) -> Task:
         error=row["error"],
         run_id=row["run_id"],
         created_by=row["created_by"],
-        created_at=timestamp(row["created_at"]),
-        updated_at=timestamp(row["updated_at"]),
+        created_at=to_timestamp(row["created_at"]),
+        updated_at=to_timestamp(row["updated_at"]),
         attempts=row["attempts"],
     )
 
@@ -164,7 +150,7 @@ def memory(row: Row, score: float = 0.0) -> Memory:
         memory_id=row["memory_id"],
         user_id=row["user_id"],
         text=row["text"],
-        metadata=struct(_json(row["metadata"])),
-        created_at=timestamp(row["created_at"]),
+        metadata=to_struct(_json(row["metadata"])),
+        created_at=to_timestamp(row["created_at"]),
         score=score,
     )

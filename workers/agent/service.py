@@ -62,6 +62,7 @@ from workers.runtime.context import Context
 from workers.runtime.outbox import Outbox
 from workers.runtime.postgres import migrate
 from workers.runtime.resources import Resources
+from workers.runtime.validation import to_struct
 
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 
@@ -149,7 +150,7 @@ class AgentService(ChatHandlers, TaskHandlers, MemoryHandlers):
                     tool_id=s.tool_id,
                     name=s.name,
                     description=s.description,
-                    parameters=convert.struct(s.parameters),
+                    parameters=to_struct(s.parameters),
                     kind=s.kind,
                 )
                 for s in specs.values()
@@ -328,8 +329,8 @@ class AgentService(ChatHandlers, TaskHandlers, MemoryHandlers):
         self, ctx: Context, req: DefinitionSchemasRequest
     ) -> DefinitionSchemasResponse:
         return DefinitionSchemasResponse(
-            agent_definition=convert.struct(definitions.AGENT_DEFINITION_SCHEMA),
-            tool_definition=convert.struct(definitions.TOOL_DEFINITION_SCHEMA),
+            agent_definition=to_struct(definitions.AGENT_DEFINITION_SCHEMA),
+            tool_definition=to_struct(definitions.TOOL_DEFINITION_SCHEMA),
         )
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from schemas.errors import BadRequest
 from schemas.v1.common_pb2 import Error
@@ -71,14 +69,6 @@ def parse_options(stored: dict[str, Any]) -> ParseOptions:
     )
 
 
-def _timestamp(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
-
-
 def failure_message(failure: dict[str, Any] | None) -> Error | None:
     if not failure:
         return None
@@ -112,8 +102,8 @@ def file_message(record: FileRecord) -> File:
         metadata=check.to_struct(record.metadata),
         auto_ingest=record.auto_ingest,
         options=ProcessingOptions(**record.options),
-        created_at=_timestamp(record.created_at),
-        updated_at=_timestamp(record.updated_at),
-        processed_at=_timestamp(record.processed_at),
+        created_at=check.to_timestamp(record.created_at),
+        updated_at=check.to_timestamp(record.updated_at),
+        processed_at=check.to_timestamp(record.processed_at),
         run_id=record.run_id,
     )

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import asyncpg
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from schemas.v1.llmops_pb2 import Budget, LlmOperationEvent, OperationStats
 from workers.llmops.aggregates import Histograms, percentile
-
-
-def timestamp(moment: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(moment)
-    return ts
+from workers.runtime.validation import to_timestamp
 
 
 def event_of(r: asyncpg.Record) -> LlmOperationEvent:
@@ -35,7 +28,7 @@ def event_of(r: asyncpg.Record) -> LlmOperationEvent:
         user_id=r["user_id"],
         agent_id=r["agent_id"],
         cache_hit=r["cache_hit"],
-        occurred_at=timestamp(r["occurred_at"]),
+        occurred_at=to_timestamp(r["occurred_at"]),
     )
     if r["ttft_ms"] is not None:
         out.time_to_first_token_ms = r["ttft_ms"]
@@ -73,6 +66,6 @@ def budget_of(r: asyncpg.Record) -> Budget:
         period=r["period"],
         limit_usd=r["limit_usd"],
         spent_usd=r["spent_usd"],
-        period_start=timestamp(r["period_start"]),
+        period_start=to_timestamp(r["period_start"]),
         exceeded=r["spent_usd"] > r["limit_usd"],
     )

@@ -46,7 +46,7 @@ from schemas.v1.llmops_pb2 import (
 from subjects.events import GATEWAY_LLM_OPERATION
 from workers.llmops import validation as v
 from workers.llmops.batch import Batcher
-from workers.llmops.replies import budget_of, event_of, stats_of, timestamp
+from workers.llmops.replies import budget_of, event_of, stats_of
 from workers.llmops.store import SCHEMA, LlmopsStore
 from workers.runtime import paging
 from workers.runtime import validation as check
@@ -95,7 +95,9 @@ class LlmopsService:
     async def metrics(self, ctx: Context, req: MetricsRequest) -> MetricsResponse:
         filters = v.filters(req)
         totals, histograms = await self.store.metrics(ctx.tenant, filters)
-        out = MetricsResponse(since=timestamp(filters.since), until=timestamp(filters.until))
+        out = MetricsResponse(
+            since=check.to_timestamp(filters.since), until=check.to_timestamp(filters.until)
+        )
         for (kind, key), r in sorted(totals.items()):
             stats = stats_of(r, histograms[(kind, key)])
             if kind == "total":
@@ -111,7 +113,7 @@ class LlmopsService:
             v.given(req, "since"), v.given(req, "until"), req.bucket
         )
         groups, trend = await self.store.cost_analysis(ctx.tenant, start, end, bucket)
-        out = CostAnalysisResponse(since=timestamp(start), until=timestamp(end))
+        out = CostAnalysisResponse(since=check.to_timestamp(start), until=check.to_timestamp(end))
         targets = {
             "model": out.by_model,
             "operation_type": out.by_operation_type,
@@ -133,7 +135,9 @@ class LlmopsService:
         for r in trend:
             out.trend.append(
                 CostBucket(
-                    start=timestamp(r["start"]), cost_usd=r["cost_usd"], operations=r["operations"]
+                    start=check.to_timestamp(r["start"]),
+                    cost_usd=r["cost_usd"],
+                    operations=r["operations"],
                 )
             )
         return out

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from google.protobuf import json_format, struct_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from schemas.v1.ml_pb2 import (
     MlFeature,
@@ -17,14 +14,7 @@ from schemas.v1.ml_pb2 import (
 )
 from workers.ml.runs import JobRow, TrainingRow
 from workers.ml.store import SummaryRow, VersionRow
-
-
-def timestamp(moment: dt.datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(moment)
-    return out
+from workers.runtime.validation import to_timestamp
 
 
 def training(row: TrainingRow) -> MlTraining:
@@ -40,9 +30,9 @@ def training(row: TrainingRow) -> MlTraining:
         version=row.version,
         attempts=row.attempts,
         trained_by=row.trained_by,
-        created_at=timestamp(row.created_at),
-        started_at=timestamp(row.started_at),
-        finished_at=timestamp(row.finished_at),
+        created_at=to_timestamp(row.created_at),
+        started_at=to_timestamp(row.started_at),
+        finished_at=to_timestamp(row.finished_at),
     )
 
 
@@ -82,7 +72,7 @@ def version(row: VersionRow) -> MlModelVersion:
         training_id=row.training_id,
         trained_by=row.trained_by,
         aliases=row.aliases,
-        created_at=timestamp(row.created_at),
+        created_at=to_timestamp(row.created_at),
     )
 
 
@@ -93,7 +83,7 @@ def summary(row: SummaryRow) -> MlModelSummary:
         model_type=row.model_type,
         version_count=row.version_count,
         aliases=row.aliases,
-        updated_at=timestamp(row.updated_at),
+        updated_at=to_timestamp(row.updated_at),
     )
 
 
@@ -108,6 +98,6 @@ def job(row: JobRow) -> MlPredictionJob:
         output=row.output,
         rows=row.rows,
         error=row.error,
-        created_at=timestamp(row.created_at),
-        finished_at=timestamp(row.finished_at),
+        created_at=to_timestamp(row.created_at),
+        finished_at=to_timestamp(row.finished_at),
     )

@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections.abc import Collection, Mapping, Sized
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -156,6 +156,19 @@ def json_value(
     plain = _value(value, field, max_depth)
     _json_size(plain, field, max_bytes)
     return plain
+
+
+@overload
+def to_timestamp(moment: dt.datetime) -> Timestamp: ...
+@overload
+def to_timestamp(moment: None) -> None: ...
+def to_timestamp(moment: dt.datetime | None) -> Timestamp | None:
+    """A reply's Timestamp; None stays None, so an optional field is left unset (not 1970)."""
+    if moment is None:
+        return None
+    out = Timestamp()
+    out.FromDatetime(moment)
+    return out
 
 
 def to_struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
