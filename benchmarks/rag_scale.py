@@ -162,7 +162,9 @@ async def exact_top10(pool: Any, vectors: list[list[float]]) -> list[set[int]]:
     from workers.rag import search_sql
     from workers.rag.search_sql import VectorSql
 
-    statement = search_sql.search_statement(
+    # Another statement text: a prepared statement's cached generic plan is kept across SET
+    # changes, so the exact one must not share the approximate one's plan on a connection.
+    statement = "/* exact */" + search_sql.search_statement(
         VectorSql(DIMS), vector=True, keyword=False, filters="TRUE", embeddings=False
     )
     out = []
