@@ -232,9 +232,12 @@ class Forwarder:
         if binding.rpc.streaming:
             return await sse_response(await self.stream(ex, binding.rpc, payload), ex.out)
         data = (await self.request(ex, binding.rpc, payload)).data
+        status = binding.status
+        if binding.accepted_field and json.loads(data).get(binding.accepted_field):
+            status = 202  # the work was queued: the reply names the job and what to poll
         if binding.response_body:
             data = _field(data, binding.response_body)
-        return JsonReply(data, ex.out, binding.status)
+        return JsonReply(data, ex.out, status)
 
 
 class JsonReply(Response):

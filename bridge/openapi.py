@@ -251,6 +251,11 @@ def _operation(b: Binding, schemas: _Schemas, settings: BridgeSettings) -> dict[
         "parameters": params,
         "responses": {str(b.status): _success(b, schemas)},
     }
+    if b.accepted_field:
+        op["responses"]["202"] = {
+            **_success(b, schemas, 202),
+            "description": f"{_SUCCESS[202]}: `{b.accepted_field}` is set",
+        }
     text = schemas.docs.get(b.rpc.method.full_name)
     if text:
         op["summary"] = summary(text)
@@ -307,7 +312,8 @@ _REQUEST_ID = {"type": "string", "pattern": r"^[A-Za-z0-9._:\-]{1,128}$"}
 _TIMEOUT = {"type": "integer", "minimum": 1, "maximum": 600_000}
 
 
-def _success(b: Binding, schemas: _Schemas) -> dict[str, Any]:
+def _success(b: Binding, schemas: _Schemas, status: int | None = None) -> dict[str, Any]:
+    status = status or b.status
     response = descriptor(b.rpc.response)
     if b.rpc.streaming:
         schemas.ref(response)
@@ -317,13 +323,13 @@ def _success(b: Binding, schemas: _Schemas) -> dict[str, Any]:
             "if the stream fails, then a final `end` event.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
-    if b.status == 204:
+    if status == 204:
         return {"description": _SUCCESS[204]}
     if b.response_body:
         schema = schemas.field(response.fields_by_name[b.response_body])
     else:
         schema = schemas.ref(response)
-    return {"description": _SUCCESS[b.status], "content": {"application/json": {"schema": schema}}}
+    return {"description": _SUCCESS[status], "content": {"application/json": {"schema": schema}}}
 
 
 _SUCCESS = {

@@ -56,6 +56,8 @@ class Binding:
     body: str  # "" (no body), "*" (whole message) or a top-level field name
     response_body: str
     status: int = 200  # of a successful reply; 204 sends no body
+    # A top-level reply field that, when set, makes a successful reply 202 (a queued job).
+    accepted_field: str = ""
 
     @property
     def request(self) -> Descriptor:
@@ -147,6 +149,7 @@ def _binding(rpc: Rpc, rule: http_pb2.HttpRule) -> Binding:
         body=rule.body,
         response_body=rule.response_body,
         status=success_status(rpc),
+        accepted_field=accepted_field(rpc),
     )
 
 
@@ -161,6 +164,21 @@ def success_status(rpc: Rpc) -> int:
     if rpc.streaming and status != 200:
         raise ValueError(f"{where}: a streaming rpc answers 200 (Server-Sent Events)")
     return status
+
+
+def accepted_field(rpc: Rpc) -> str:
+    """The rpc's `aifleet.v1.accepted_when_set` ("" when unset); a field the reply does not
+    have, a repeated or message field, a streaming rpc or a 204 rpc fails at start."""
+    name = str(rpc.method.GetOptions().Extensions[options_pb2.accepted_when_set])
+    if not name:
+        return ""
+    where = f"{rpc.component}.{rpc.op}"
+    field = descriptor(rpc.response).fields_by_name.get(name)
+    if field is None or field.is_repeated or field.message_type is not None:
+        raise ValueError(f"{where}: accepted_when_set {name!r} is not a scalar reply field")
+    if rpc.streaming or success_status(rpc) == 204:
+        raise ValueError(f"{where}: accepted_when_set needs a unary rpc whose reply has a body")
+    return name
 
 
 def resolve(desc: Descriptor, names: list[str]) -> tuple[FieldDescriptor, ...]:

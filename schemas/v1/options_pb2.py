@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schemas/v1/options.proto\x12\naifleet.v1\x1a google/protobuf/descriptor.proto:5\n\x0bhttp_status\x12\x1e.google.protobuf.MethodOptions\x18\xc1\xb2\x04 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18schemas/v1/options.proto\x12\naifleet.v1\x1a google/protobuf/descriptor.proto:5\n\x0bhttp_status\x12\x1e.google.protobuf.MethodOptions\x18\xc1\xb2\x04 \x01(\r:;\n\x11\x61\x63\x63\x65pted_when_set\x12\x1e.google.protobuf.MethodOptions\x18\xc2\xb2\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

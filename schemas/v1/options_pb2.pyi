@@ -11,6 +11,7 @@ import builtins as _builtins
 DESCRIPTOR: _descriptor.FileDescriptor
 
 HTTP_STATUS_FIELD_NUMBER: _builtins.int
+ACCEPTED_WHEN_SET_FIELD_NUMBER: _builtins.int
 http_status: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
 """The HTTP status of a successful reply over REST, when it is not 200: 201 (a resource was
 created), 202 (a job was accepted; the reply names it) or 204 (done, nothing to say: the
@@ -19,5 +20,15 @@ reply's body is dropped). Only the bridge reads it; NATS replies are the same ei
   rpc CreateDocument(CreateDocumentRequest) returns (CreateDocumentResponse) {
     option (google.api.http) = {post: "/api/v1/rag/documents" body: "*"};
     option (aifleet.v1.http_status) = 201;
+  }
+"""
+accepted_when_set: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.str]
+"""A reply field (its proto name, top level) that, when set to a non-default value, makes a
+successful reply 202 Accepted instead of `http_status`: for an rpc that either does its
+work at once or queues it as a job and says so in that field. The body is the same.
+
+  rpc CreateDocument(CreateDocumentRequest) returns (CreateDocumentResponse) {
+    option (aifleet.v1.http_status) = 201;
+    option (aifleet.v1.accepted_when_set) = "job_id";
   }
 """

@@ -68,9 +68,13 @@ class Document(_message.Message):
     source: _builtins.str
     """Where the document came from (a URL, a file name); free text, at most 1,024 characters."""
     status: _builtins.str
-    """processing (being chunked and embedded), ready (searchable), failed (see `error`)."""
+    """processing (being chunked and embedded; during an update job the previous chunks are still
+    searched), ready (searchable), failed (see `error`).
+    """
     error: _builtins.str
-    """Why ingestion failed, when status is failed."""
+    """Why ingestion failed, when status is failed; or why the last update job failed, when
+    status is ready and the version did not change (its chunks are the previous ones).
+    """
     version: _builtins.int
     """1 at creation, +1 at every change of content or chunking; search results carry it."""
     chunk_count: _builtins.int
@@ -327,8 +331,13 @@ class UpdateDocumentResponse(_message.Message):
 
     DOCUMENT_FIELD_NUMBER: _builtins.int
     RECHUNKED_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
     rechunked: _builtins.bool
     """True when the chunks were replaced (new content, chunking or reprocess)."""
+    job_id: _builtins.str
+    """Set when the new chunks are made by a job (large content): its Nats-Msg-Id. Until it is
+    done the document shows its current version and chunks.
+    """
     @_builtins.property
     def document(self) -> Global___Document: ...
     def __init__(
@@ -336,10 +345,11 @@ class UpdateDocumentResponse(_message.Message):
         *,
         document: Global___Document | None = ...,
         rechunked: _builtins.bool = ...,
+        job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "rechunked", b"rechunked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "job_id", b"job_id", "rechunked", b"rechunked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,11 +1,13 @@
 """The RAG component over REST, through the real bridge, NATS, the RAG, gateway (offline) and
 cache workers and PostgreSQL, on the seed's paths under /api/v1/rag/: ingest a document, ask a
-question, stream the answer, page, update, delete; the contract's statuses (201, 204, 202)."""
+question, stream the answer, page, update, delete; the contract's statuses (201, 204, 202, and
+202 for a create or update queued as a job)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -13,18 +15,24 @@ import pytest
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from tests.bridge.conftest import bridge_settings, serving
 from tests.bridge.test_echo_rest import events as sse
-from tests.support.rag import CORPUS, running_rag
+from tests.support.polling import eventually
+from tests.support.rag import CORPUS, configure, running_rag
 from workers.runtime.worker import Worker
 
 BASE = "/api/v1/rag"
+LARGE = "\n\n".join(
+    f"Paragraph {i} says how replica {i} catches up after a restart." for i in range(60)
+)
 
 
 @pytest.fixture(scope="module")
 async def rag_worker(
     nats_server: EmbeddedNats, valkey: EmbeddedValkey, postgres: EmbeddedPostgres
 ) -> AsyncIterator[Worker]:
-    async with running_rag(nats_server.url, valkey.url, postgres.dsn) as w:
-        yield w
+    with pytest.MonkeyPatch.context() as mp:
+        configure(mp, job_threshold_bytes=2048)  # the small CORPUS synchronously, LARGE as a job
+        async with running_rag(nats_server.url, valkey.url, postgres.dsn) as w:
+            yield w
 
 
 @pytest.fixture
@@ -134,3 +142,37 @@ async def test_reembed_is_accepted_as_a_job(rest: httpx.AsyncClient) -> None:
     h = tenant()
     reply = await rest.post(f"{BASE}/reembed", json={}, headers=h)
     assert reply.status_code == 202, reply.text
+
+
+async def ready(rest: httpx.AsyncClient, h: dict[str, str], document_id: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        got = (await rest.get(f"{BASE}/documents/{document_id}", headers=h)).json()["document"]
+        return got if got["status"] != "processing" else None
+
+    found = await eventually(probe, timeout=60, what=f"{document_id} ready")
+    assert found is not None
+    return found
+
+
+async def test_a_create_or_update_queued_as_a_job_is_202(rest: httpx.AsyncClient) -> None:
+    """Large content: 202 with the job id and `processing`; polling the document shows it
+    ready; a small create stays 201 and a small update 200."""
+    h = tenant()
+    body = {"document_id": "big", "title": "Replicas", "content": LARGE}
+    queued = await rest.post(f"{BASE}/documents", json=body, headers=h)
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["job_id"].startswith("rag-create:")
+    assert queued.json()["document"]["status"] == "processing"
+    assert (await ready(rest, h, "big"))["status"] == "ready"
+    changed = await rest.put(
+        f"{BASE}/documents/big", json={"content": LARGE.replace("restart", "crash")}, headers=h
+    )
+    assert changed.status_code == 202, changed.text
+    assert changed.json()["job_id"].startswith("rag-update:")
+    assert (await ready(rest, h, "big"))["version"] == 2
+    small = await rest.post(
+        f"{BASE}/documents", json={"title": "s", "content": CORPUS["nats"]}, headers=h
+    )
+    assert (small.status_code, small.json()["job_id"]) == (201, "")
+    renamed = await rest.put(f"{BASE}/documents/big", json={"title": "Replicas 2"}, headers=h)
+    assert (renamed.status_code, renamed.json()["job_id"]) == (200, "")

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NATS
 
 from aifleet.embedded import EmbeddedNats
 from bridge.openapi import document
-from bridge.routes import bindings, success_status
+from bridge.routes import accepted_field, bindings, success_status
 from schemas.registry import Rpc, rpcs_of, services
 from schemas.v1 import options_pb2
 from subjects import HEADER_ERROR_CODE, request_subject
@@ -119,22 +119,31 @@ def test_the_document_lists_the_declared_success_status() -> None:
     assert "200" in doc["paths"]["/api/v1/shelves/{name}"]["get"]["responses"]
 
 
-def _rpc_with_status(status: int, *, streaming: bool = False, name: str) -> Rpc:
-    """An rpc of a contract made for the test, declaring `status`."""
+def _probe_rpc(
+    name: str, status: int, *, streaming: bool = False, accepted: str = "", types: str = ""
+) -> Rpc:
+    """The rpc of a contract made for the test, declaring `status` (and `accepted`); its
+    messages are Empty, or the testkit's ShelfRef -> Shelf with `types="shelf"`."""
+    shelf = types == "shelf"
     file = descriptor_pb2.FileDescriptorProto(
         name=f"tests/status_{name}.proto",
         package=f"aifleet.status_{name}",
         syntax="proto3",
-        dependency=["schemas/v1/options.proto", "google/protobuf/empty.proto"],
+        dependency=[
+            "schemas/v1/options.proto",
+            "tests/support/testkit.proto" if shelf else "google/protobuf/empty.proto",
+        ],
     )
     service = file.service.add(name="ProbeService")
     method = service.method.add(
         name="Probe",
-        input_type=".google.protobuf.Empty",
-        output_type=".google.protobuf.Empty",
+        input_type=".aifleet.testkit.ShelfRef" if shelf else ".google.protobuf.Empty",
+        output_type=".aifleet.testkit.Shelf" if shelf else ".google.protobuf.Empty",
         server_streaming=streaming,
     )
     method.options.Extensions[options_pb2.http_status] = status
+    if accepted:
+        method.options.Extensions[options_pb2.accepted_when_set] = accepted
     pool = descriptor_pool.Default()
     pool.Add(file)
     found = pool.FindFileByName(file.name).services_by_name["ProbeService"]
@@ -149,6 +158,27 @@ def test_a_status_the_bridge_cannot_answer_fails_at_start(
     status: int, streaming: bool, name: str
 ) -> None:
     """A non-success status, or anything but 200 on a streaming rpc, is refused."""
-    rpc = _rpc_with_status(status, streaming=streaming, name=name)
+    rpc = _probe_rpc(name, status, streaming=streaming)
     with pytest.raises(ValueError, match=r"http_status|streaming"):
         success_status(rpc)
+
+
+def test_the_document_lists_202_beside_the_status_of_a_possibly_queued_create() -> None:
+    """An rpc with `accepted_when_set` documents both its own status and 202."""
+    doc = document(bindings(services().values()), bridge_settings("nats://x"))
+    create = doc["paths"]["/api/v1/rag/documents"]["post"]["responses"]
+    assert {"201", "202"} <= set(create)
+    assert "job_id" in create["202"]["description"]
+
+
+@pytest.mark.parametrize(
+    ("field", "status", "name"),
+    [("nope", 201, "missing"), ("items", 201, "repeated"), ("name", 204, "nobody")],
+)
+def test_an_accepted_field_the_bridge_cannot_read_fails_at_start(
+    field: str, status: int, name: str
+) -> None:
+    """`accepted_when_set` must name a scalar reply field of an rpc whose reply has a body."""
+    rpc = _probe_rpc(f"accepted_{name}", status, accepted=field, types="shelf")
+    with pytest.raises(ValueError, match="accepted_when_set"):
+        accepted_field(rpc)

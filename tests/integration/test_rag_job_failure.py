@@ -1,23 +1,41 @@
 """A create_document job that fails for good leaves the document `failed` with the reason, and
-a create sent again later runs it again."""
+a create sent again later runs it again; an update job that fails for good leaves the document
+at its current version, still searchable, with the reason."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
-from schemas.v1.rag_pb2 import Document, GetDocumentRequest, SearchRequest
+from schemas.v1.rag_pb2 import (
+    SearchRequest,
+    UpdateDocumentRequest,
+)
 from schemas.v1.rag_rpc import RagService
-from tests.support.polling import eventually
-from tests.support.rag import configure, create, running_rag
+from tests.support.rag import (
+    RagDb,
+    configure,
+    create,
+    document,
+    embedded,
+    running_rag,
+    settled,
+    unit,
+)
+from workers.rag.store import RagStore
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 
 LARGE = "A paragraph about streams and consumers. " * 200
+
+
+async def nothing(conn: Any) -> None:
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +58,7 @@ async def test_a_job_that_cannot_embed_fails_with_a_reason(nc: NATS, worker: Wor
     client = Client(nc, timeout=30.0)
     reply = await client.call_rpc(tenant, RagService.CreateDocument, create("bad", LARGE))
     assert reply.document.status == "processing"
-
-    async def settled() -> Document | None:
-        got = await client.call_rpc(
-            tenant, RagService.GetDocument, GetDocumentRequest(document_id="bad")
-        )
-        return got.document if got.document.status != "processing" else None
-
-    doc = await eventually(settled, timeout=60, what="the job to fail")
-    assert doc is not None
+    doc = await settled(client, tenant, "bad")
     assert doc.status == "failed"
     assert "no-such-model" in doc.error
     assert doc.chunk_count == 0
@@ -59,3 +69,31 @@ async def test_a_job_that_cannot_embed_fails_with_a_reason(nc: NATS, worker: Wor
     again = await client.call_rpc(tenant, RagService.CreateDocument, create("bad", LARGE))
     assert again.created
     assert again.document.status == "processing"
+
+
+async def test_an_update_job_that_cannot_embed_keeps_the_current_version(
+    nc: NATS, worker: Worker, postgres: EmbeddedPostgres
+) -> None:
+    """A ready document (chunks of the configured model) updated with large content the
+    gateway cannot embed: back to ready at version 1 with the reason, its chunks still found."""
+    tenant = "f" + uuid.uuid4().hex[:12]
+    client = Client(nc, timeout=30.0)
+    async with RagDb.connect(postgres.dsn) as db:
+        doc = document("kept", ["Offsets point citations at the original text."])
+        await RagStore(db.pool).create_ready(
+            tenant, doc, embedded(doc, [unit("kept")], model="no-such-model"), nothing
+        )
+    reply = await client.call_rpc(
+        tenant, RagService.UpdateDocument, UpdateDocumentRequest(document_id="kept", content=LARGE)
+    )
+    assert reply.job_id
+    assert reply.document.status == "processing"
+    kept = await settled(client, tenant, "kept")
+    assert (kept.status, kept.version, kept.chunk_count) == ("ready", 1, 1)
+    assert "no-such-model" in kept.error
+    found = await client.call_rpc(
+        tenant,
+        RagService.Search,
+        SearchRequest(query_text="citations offsets", mode="keyword", skip_cache=True),
+    )
+    assert [r.document_id for r in found.results] == ["kept"]

@@ -1,6 +1,7 @@
-"""Large documents are ingested by the JetStream job `job.rag.create_document`: the create
-answers `processing` at once, progress is visible as events and in get_document, the job is
-idempotent by its Nats-Msg-Id, and a job that fails for good leaves `failed` with a reason."""
+"""Large documents are ingested by the JetStream job `job.rag.create_document` (and large
+updates by `job.rag.update_document`): the create answers `processing` at once, progress is
+visible as events and in get_document, the job is idempotent by its Nats-Msg-Id, and a job that
+fails for good leaves `failed` with a reason."""
 
 from __future__ import annotations
 
@@ -12,18 +13,20 @@ from nats.aio.client import Client as NATS
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.codec import PROTOBUF_CODEC
+from schemas.errors import ServiceError
 from schemas.v1.rag_pb2 import (
     CreateDocumentRequest,
     Document,
+    DocumentIngestedEvent,
     DocumentProgressEvent,
-    GetDocumentRequest,
     ReembedRequest,
     SearchRequest,
+    UpdateDocumentRequest,
 )
 from schemas.v1.rag_rpc import RagService
 from subjects import HEADER_CONTENT_TYPE, HEADER_MSG_ID, job_subject
 from tests.support.polling import eventually
-from tests.support.rag import CORPUS, RagDb, configure, create, events, running_rag
+from tests.support.rag import CORPUS, RagDb, configure, create, events, running_rag, settled
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 
@@ -63,15 +66,7 @@ def client(nc: NATS, worker: Worker) -> Client:
 
 
 async def ready(client: Client, tenant: str, document_id: str) -> Document:
-    async def probe() -> Document | None:
-        got = await client.call_rpc(
-            tenant, RagService.GetDocument, GetDocumentRequest(document_id=document_id)
-        )
-        return got.document if got.document.status != "processing" else None
-
-    found = await eventually(probe, timeout=120, what=f"{document_id} ingested")
-    assert found is not None
-    return found
+    return await settled(client, tenant, document_id)
 
 
 async def test_a_large_document_is_ingested_by_a_job_with_progress(
@@ -160,3 +155,59 @@ async def test_reembed_job_brings_every_document_to_the_configured_model(
     found = await client.call_rpc(tenant, RagService.Search, vector)
     assert found.results[0].document_id == "postgres"
     assert found.results[0].version == 2
+
+
+async def test_a_large_update_is_made_by_a_job_and_swapped_in(
+    client: Client, nc: NATS, tenant: str
+) -> None:
+    """New content over the threshold: the reply names the job and shows `processing` at the
+    current version; another update meanwhile is a 409; then version 2 with the new chunks."""
+    await client.call_rpc(tenant, RagService.CreateDocument, create("doc", CORPUS["nats"]))
+    reply = await client.call_rpc(
+        tenant,
+        RagService.UpdateDocument,
+        UpdateDocumentRequest(document_id="doc", content=LARGE),
+    )
+    assert reply.job_id.startswith(f"rag-update:{tenant}:doc:1:")
+    assert reply.rechunked
+    assert (reply.document.status, reply.document.version) == ("processing", 1)
+    doc = await ready(client, tenant, "doc")
+    assert (doc.status, doc.version, doc.error) == ("ready", 2, "")
+    assert doc.chunk_count > 10
+    found = await client.call_rpc(
+        tenant,
+        RagService.Search,
+        SearchRequest(query_text="worker 17 acknowledges", top_k=3, skip_cache=True),
+    )
+    assert (found.results[0].document_id, found.results[0].version) == ("doc", 2)
+    old = await client.call_rpc(
+        tenant,
+        RagService.Search,
+        SearchRequest(query_text="Subjects", mode="keyword", skip_cache=True),
+    )
+    assert list(old.results) == []
+    ingested = [
+        DocumentIngestedEvent.FromString(b) for b in await events(nc, tenant, "document_ingested")
+    ]
+    assert [e.version for e in ingested] == [1, 2]
+
+
+async def test_an_update_while_its_job_runs_is_refused(client: Client, tenant: str) -> None:
+    """While an update job is queued or running, a second update is a retryable 409 and
+    changes nothing; the first one still lands."""
+    await client.call_rpc(tenant, RagService.CreateDocument, create("doc", CORPUS["nats"]))
+    queued = await client.call_rpc(  # many chunks: the job runs for a while
+        tenant,
+        RagService.UpdateDocument,
+        UpdateDocumentRequest(document_id="doc", content=f"{LARGE}\n\n{LARGE}"),
+    )
+    assert queued.document.status == "processing"
+    with pytest.raises(ServiceError) as refused:
+        await client.call_rpc(
+            tenant,
+            RagService.UpdateDocument,
+            UpdateDocumentRequest(document_id="doc", title="changed meanwhile"),
+        )
+    assert refused.value.code == "CONFLICT"
+    doc = await ready(client, tenant, "doc")
+    assert (doc.title, doc.version) == ("doc", 2)

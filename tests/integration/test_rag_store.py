@@ -59,6 +59,7 @@ async def search(
         keyword_leg=kw.pop("keyword_leg", bool(text)),
         embeddings=False,
         ef_search=100,
+        keyword_candidates=kw.pop("keyword_candidates", search_sql.KEYWORD_CANDIDATES),
     )
     return hits
 
@@ -140,6 +141,25 @@ async def test_keyword_leg_ors_the_terms_of_a_question(store: RagStore, tenant: 
     hits = await search(store, tenant, None, "how do jetstream and valkey work?")
     assert {h.document_id for h in hits} == {"k0", "k1"}
     assert all(h.similarity is None and h.vector_rank is None for h in hits)
+
+
+async def test_keyword_leg_scores_a_bounded_set_led_by_the_rarest_terms(
+    store: RagStore, tenant: str
+) -> None:
+    """With a budget of 5 chunks, a question of a common and a rare term scans the rare
+    term's chunks only (the common one's 20 would overflow it); a question of the common term
+    alone scores at most 5 chunks; an unbounded budget scores them all."""
+    texts = [f"streams replicate message {i}" for i in range(20)] + ["streams of zebras"]
+    doc = document("many", texts)
+    await store.create_ready(tenant, doc, embedded(doc, [unit(t) for t in texts]), nothing)
+    rare = await search(store, tenant, None, "zebras in streams", keyword_candidates=5)
+    assert [h.ordinal for h in rare] == [20]
+    common = await search(store, tenant, None, "streams", keyword_candidates=5, candidates=50)
+    assert len(common) == 5
+    everything = await search(store, tenant, None, "zebras in streams", candidates=50)
+    assert len(everything) == 21
+    best = min(everything, key=lambda h: h.keyword_rank or 0)
+    assert best.ordinal == 20  # both terms: the best BM25 score
 
 
 async def test_replacing_chunks_is_atomic_under_concurrent_search(
@@ -251,7 +271,7 @@ async def test_the_vector_leg_uses_the_hnsw_index_for_a_large_tenant(
         V, vector=True, keyword=False, filters="TRUE", embeddings=False
     )
     plan = await store.pool.fetch(
-        "EXPLAIN (COSTS OFF) " + sql, tenant, "m", unit("p"), "", "english", 10, False
+        "EXPLAIN (COSTS OFF) " + sql, tenant, "m", unit("p"), "", "english", 10, False, 1000
     )
     lines = [r[0] for r in plan]
     assert any(V.index_name in line for line in lines), [line[:120] for line in lines]

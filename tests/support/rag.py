@@ -12,17 +12,20 @@ import pytest
 from google.protobuf import json_format
 from nats.aio.client import Client as NATS
 
-from schemas.v1.rag_pb2 import CreateDocumentRequest
+from schemas.v1.rag_pb2 import CreateDocumentRequest, Document, GetDocumentRequest
+from schemas.v1.rag_rpc import RagService
 from subjects.events import event_name
 from tests.support.database import ComponentDb
 from tests.support.events import stored_events
 from tests.support.fleet import running_worker
+from tests.support.polling import eventually
 from workers.cache import service as cache
 from workers.gateway import service as gateway
 from workers.rag import service as rag
 from workers.rag.chunking import Chunk
 from workers.rag.records import EmbeddedChunks, NewDocument
 from workers.rag.store import MIGRATIONS, SCHEMA
+from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 
 DIMS = 384
@@ -136,3 +139,17 @@ CORPUS = {
         " expire after a time to live, and Lua scripts run atomically."
     ),
 }
+
+
+async def settled(client: Client, tenant: str, document_id: str) -> Document:
+    """The document once its job is over (no longer processing)."""
+
+    async def probe() -> Document | None:
+        got = await client.call_rpc(
+            tenant, RagService.GetDocument, GetDocumentRequest(document_id=document_id)
+        )
+        return got.document if got.document.status != "processing" else None
+
+    found = await eventually(probe, timeout=60, what=f"the job of {document_id} to end")
+    assert found is not None
+    return found

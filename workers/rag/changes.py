@@ -4,16 +4,21 @@ An update with new content (or new chunking, or `reprocess`) embeds the new chun
 swaps them in with the document row in one transaction guarded by the version read at the
 start: a concurrent update of the same document makes one of them a 409 (retryable), never a
 mix. Title, source and metadata alone are changed in place (and copied to the chunks, which
-the filters read) without embedding anything.
+the filters read) without embedding anything. New content over the job threshold is chunked and
+embedded by a job (`job.rag.update_document`), as a large create is: the document shows
+`processing` (and refuses other updates) while its current chunks are still searched, then the
+job swaps the new ones in the same way; a failed job leaves the current version with the reason.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from schemas.errors import Conflict, NotFound
+from schemas.errors import Conflict, NotFound, ServiceError
 from schemas.v1.rag_pb2 import (
     DeleteDocumentRequest,
     DeleteDocumentResponse,
@@ -44,6 +49,23 @@ def _moved(document_id: str) -> Conflict:
     )
 
 
+@dataclass(frozen=True)
+class Given:
+    """The fields an update sets (None: keep the stored one), validated."""
+
+    title: str | None
+    source: str | None
+    content: str | None
+    metadata: dict[str, Any] | None
+
+
+def update_job_id(ctx: Context, req: UpdateDocumentRequest, version: int) -> str:
+    """The Nats-Msg-Id of an update job: the version it applies to and the request, so the
+    same PUT repeated is one job."""
+    digest = hashlib.sha256(req.SerializeToString(deterministic=True)).hexdigest()[:32]
+    return f"rag-update:{ctx.tenant}:{req.document_id}:{version}:{digest}"
+
+
 class DocumentChanges:
     def __init__(self, ingest: Ingestor) -> None:
         self.ingest = ingest
@@ -57,35 +79,65 @@ class DocumentChanges:
         return row
 
     async def update(self, ctx: Context, req: UpdateDocumentRequest) -> UpdateDocumentResponse:
+        """Validate, then change at once, or (new content over the job threshold) queue the
+        rechunking as `job.rag.update_document`; as that job, make and swap in the chunks."""
         title = req.title if req.HasField("title") else None
         if title is not None:
             check.text(title, "title", required=True, max_chars=MAX_TEXT_FIELD, multiline=False)
         source = req.source if req.HasField("source") else None
         if source is not None:
             check.text(source, "source", max_chars=MAX_TEXT_FIELD, multiline=False)
-        content = self.ingest.check_content(req.content) if req.HasField("content") else None
-        metadata = self.ingest.check_metadata(req.metadata) if req.HasField("metadata") else None
+        given = Given(
+            title=title,
+            source=source,
+            content=self.ingest.check_content(req.content) if req.HasField("content") else None,
+            metadata=(
+                self.ingest.check_metadata(req.metadata) if req.HasField("metadata") else None
+            ),
+        )
         if req.HasField("chunk_size"):  # its range needs no stored row
             chunking(req.chunk_size, req.chunk_overlap if req.HasField("chunk_overlap") else None)
         row = await self._existing(ctx, req.document_id)
+        if ctx.message_id is not None:
+            return await self._run_job(ctx, req, row, given)
+        if row.status == "processing" and row.job_id == update_job_id(ctx, req, row.version):
+            # The same PUT again: its job is queued (once: by its id), e.g. after a failure
+            # between marking the document and queueing the job.
+            await ctx.enqueue(RagService.UpdateDocument, req, msg_id=row.job_id)
+            return UpdateDocumentResponse(
+                document=document_message(row), rechunked=True, job_id=row.job_id
+            )
         if row.status == "processing":
             raise Conflict(
                 f"document {row.id} is being ingested; update it when it is ready",
                 details={"document_id": row.id, "status": row.status},
                 retryable=True,
             )
+        doc, rechunk = self._planned(req, row, given)
+        if rechunk and self.ingest.is_large(doc):
+            return await self._enqueue(ctx, req, row)
+        embedded = await self.ingest.embed(ctx, doc) if rechunk else None
+        return await self._replace(ctx, doc, row, embedded)
+
+    def _planned(
+        self,
+        req: UpdateDocumentRequest,
+        row: DocumentRow,
+        given: Given,
+    ) -> tuple[NewDocument, bool]:
+        """The document the update makes, and whether its chunks must be made again."""
         size, overlap = chunking(
             req.chunk_size if req.HasField("chunk_size") else row.chunk_size,
             req.chunk_overlap if req.HasField("chunk_overlap") else None,
         )
         if not req.HasField("chunk_overlap") and not req.HasField("chunk_size"):
             overlap = row.chunk_overlap
-        new_content = content if content is not None else row.content or ""
+        new_content = given.content if given.content is not None else row.content or ""
         doc = NewDocument(
             id=row.id,
-            title=title if title is not None else row.title,
-            source=source if source is not None else row.source,
-            metadata=metadata if metadata is not None else row.metadata,
+            title=given.title if given.title is not None else row.title,
+            source=given.source if given.source is not None else row.source,
+            metadata=given.metadata if given.metadata is not None else row.metadata,
             content=new_content,
             content_hash=content_hash(new_content),
             chunk_size=size,
@@ -97,7 +149,11 @@ class DocumentChanges:
             or doc.content_hash != row.content_hash
             or (size, overlap) != (row.chunk_size, row.chunk_overlap)
         )
-        embedded = await self.ingest.embed(ctx, doc) if rechunk else None
+        return doc, rechunk
+
+    async def _replace(
+        self, ctx: Context, doc: NewDocument, row: DocumentRow, embedded: EmbeddedChunks | None
+    ) -> UpdateDocumentResponse:
         stage = self._stage(ctx, doc, row.version + 1, embedded)
         try:
             updated, staged = await self.store.replace(
@@ -107,7 +163,65 @@ class DocumentChanges:
             raise _moved(row.id) from None
         if staged is not None:
             await self.ingest.outbox.publish(staged)
-        return UpdateDocumentResponse(document=document_message(updated), rechunked=rechunk)
+        return UpdateDocumentResponse(
+            document=document_message(updated), rechunked=embedded is not None
+        )
+
+    async def _enqueue(
+        self, ctx: Context, req: UpdateDocumentRequest, row: DocumentRow
+    ) -> UpdateDocumentResponse:
+        """Mark the document `processing` with the job's id, then queue the job: the job runs
+        only on a row that names it, so it is never ahead of the mark. If queueing fails the
+        mark is undone."""
+        job_id = update_job_id(ctx, req, row.version)
+        try:
+            marked = await self.store.begin_update(ctx.tenant, row.id, row.version, job_id)
+        except VersionMoved:
+            raise _moved(row.id) from None
+        try:
+            await ctx.enqueue(RagService.UpdateDocument, req, msg_id=job_id)
+        except BaseException:
+            await self.store.fail_update(ctx.tenant, row.id, job_id, "the update was not queued")
+            raise
+        return UpdateDocumentResponse(
+            document=document_message(marked), rechunked=True, job_id=job_id
+        )
+
+    async def _run_job(
+        self,
+        ctx: Context,
+        req: UpdateDocumentRequest,
+        row: DocumentRow,
+        given: Given,
+    ) -> UpdateDocumentResponse:
+        """The job: progress on the row and as events, then the atomic swap; on a permanent
+        failure (or the last attempt) the document keeps its version and says why."""
+        job_id = ctx.message_id or ""
+        if row.status != "processing" or row.job_id != job_id:
+            # Done by an earlier delivery, or superseded: nothing to do.
+            return UpdateDocumentResponse(document=document_message(row), rechunked=False)
+        doc, _ = self._planned(req, row, given)
+        try:
+            embedded = await self.ingest.embed(ctx, doc, report=True, version=row.version + 1)
+            reply = await self._replace(ctx, doc, row, embedded)
+        except ServiceError as exc:
+            if not exc.retryable or ctx.attempt >= self.ingest.max_attempts:
+                await self._fail(ctx, row, exc.message)
+            raise
+        except Exception:
+            if ctx.attempt >= self.ingest.max_attempts:
+                await self._fail(ctx, row, "internal error")
+            raise
+        done = reply.document
+        await self.ingest.progress(
+            ctx, done.document_id, done.version, "ready", done.chunk_count, done.chunk_count
+        )
+        reply.job_id = job_id
+        return reply
+
+    async def _fail(self, ctx: Context, row: DocumentRow, reason: str) -> None:
+        if await self.store.fail_update(ctx.tenant, row.id, ctx.message_id or "", reason):
+            await self.ingest.progress(ctx, row.id, row.version, "failed", 0, 0, reason)
 
     def _stage(
         self, ctx: Context, doc: NewDocument, version: int, embedded: EmbeddedChunks | None

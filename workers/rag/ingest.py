@@ -146,7 +146,7 @@ class Ingestor:
                 )
         if ctx.message_id is not None:
             return await self._run_job(ctx, doc)
-        if self._is_large(doc):
+        if self.is_large(doc):
             return await self._enqueue(ctx, req, doc, existing)
         embedded = await self.embed(ctx, doc)
         stage = self._stage_ingested(ctx, doc, None, embedded)
@@ -169,7 +169,7 @@ class Ingestor:
         await self.outbox.publish(staged)
         return CreateDocumentResponse(document=document_message(row), created=True)
 
-    def _is_large(self, doc: NewDocument) -> bool:
+    def is_large(self, doc: NewDocument) -> bool:
         return len(doc.content.encode()) > self.settings.job_threshold_bytes
 
     async def _enqueue(
@@ -217,7 +217,7 @@ class Ingestor:
             return CreateDocumentResponse(document=document_message(row), created=False)
         row, staged = done
         await self.outbox.publish(staged)
-        await self._progress(ctx, row.id, row.version, "ready", row.chunk_count, row.chunk_count)
+        await self.progress(ctx, row.id, row.version, "ready", row.chunk_count, row.chunk_count)
         return CreateDocumentResponse(
             document=document_message(row), created=True, job_id=ctx.message_id or ""
         )
@@ -233,9 +233,9 @@ class Ingestor:
 
     async def _fail(self, ctx: Context, doc: NewDocument, reason: str) -> None:
         if await self.store.mark_failed(ctx.tenant, doc.id, doc.content_hash, reason):
-            await self._progress(ctx, doc.id, 1, "failed", 0, 0, reason)
+            await self.progress(ctx, doc.id, 1, "failed", 0, 0, reason)
 
-    async def _progress(
+    async def progress(
         self,
         ctx: Context,
         document_id: str,
@@ -261,16 +261,17 @@ class Ingestor:
     # -- shared -------------------------------------------------------------------------------
 
     async def embed(
-        self, ctx: Context, doc: NewDocument, *, report: bool = False
+        self, ctx: Context, doc: NewDocument, *, report: bool = False, version: int = 1
     ) -> EmbeddedChunks:
-        """Chunks of the document with their vectors (from the gateway)."""
+        """Chunks of the document with their vectors (from the gateway); `report`: progress
+        on the row and as events of the version being made."""
         chunks = self.chunker.split(
             doc.content, chunk_size=doc.chunk_size, chunk_overlap=doc.chunk_overlap
         )
 
         async def progress(done: int, total: int) -> None:
             await self.store.set_progress(ctx.tenant, doc.id, done, total)
-            await self._progress(ctx, doc.id, 1, "processing", done, total)
+            await self.progress(ctx, doc.id, version, "processing", done, total)
 
         vectors = await self.embedder.embed(
             ctx, [c.text for c in chunks], progress=progress if report else None

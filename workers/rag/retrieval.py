@@ -186,6 +186,7 @@ class Retriever:
         needs_vector = plan.mode != "keyword" or plan.threshold is not None or embeddings
         if vector is None and needs_vector:
             vector = (await self.embedder.embed(ctx, [plan.text]))[0]
+        candidates = max(self.settings.candidates, plan.top_k * (3 if plan.distinct else 1))
         hits, version = await search_sql.search(
             self.pool,
             ctx.tenant,
@@ -195,12 +196,13 @@ class Retriever:
             query_vector=vector.tolist() if vector is not None else None,
             query_text=plan.text,
             as_written=any(s in f" {plan.text}" for s in _WEBSEARCH_SYNTAX),
-            candidates=max(self.settings.candidates, plan.top_k * (3 if plan.distinct else 1)),
+            candidates=candidates,
             filters=plan.filters,
             vector_leg=plan.mode != "keyword",
             keyword_leg=plan.mode != "vector",
             embeddings=embeddings or plan.rerank == "mmr",
             ef_search=max(self.settings.hnsw_ef_search, plan.top_k),
+            keyword_candidates=max(self.settings.keyword_candidates, candidates),
         )
         ranked = self._rank(plan, hits)
         if plan.threshold is not None:

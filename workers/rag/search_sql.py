@@ -8,16 +8,23 @@ the old chunks or the new ones in both legs, never the old in one leg and the ne
   `hnsw.iterative_scan` (set by the caller) the index scan keeps going until k rows pass them.
   relaxed_order may return rows slightly out of order, so the rank is recomputed from the
   distance afterwards (as pgvector's documentation advises).
-- Keyword leg: the GIN index on `tsv`. A question written without operators matches chunks
-  holding any of its lexemes (websearch_to_tsquery ANDs them, which on a natural-language
-  question matches almost nothing); a query using websearch syntax (quotes, `-word`) is matched
-  by `websearch_to_tsquery` as written. Ranked by BM25 over the query's lexemes (see _TERMS):
-  ts_rank alone has no idf and ranks long questions poorly (measured on CISI: nDCG@10 0.21-0.23
-  with ts_rank/ts_rank_cd, 0.32 with this; bm25s 0.35).
+- Keyword leg: the GIN index on `tsv`, over a bounded candidate set. A question written
+  without operators matches chunks holding any of its lexemes (websearch_to_tsquery ANDs them,
+  which on a natural-language question matches almost nothing); a query using websearch syntax
+  (quotes, `-word`) is matched by `websearch_to_tsquery` as written. Ranked by BM25 over the
+  query's lexemes (see _TERMS): ts_rank alone has no idf and ranks long questions poorly
+  (measured on CISI: nDCG@10 0.21-0.23 with ts_rank/ts_rank_cd, 0.32 with this; bm25s 0.35).
+  Scoring every chunk holding any lexeme of a question is what made the leg slow (at 100k
+  chunks a CISI question matches ~25k of them: ~0.9 s). So the GIN scan matches only the
+  question's rarest lexemes, rarest first, as long as the chunks holding them (the document
+  frequencies in rag.lexemes) add up to at most $8, at least the rarest one; at most $8 chunks
+  are scored (when even the rarest lexeme is in more, $8 of them in index order). A chunk
+  holding only common lexemes of the question has a low BM25 score anyway (idf); every
+  candidate is still scored with all of the question's lexemes.
 
 Parameters: $1 tenant, $2 embedding model, $3 query vector (float4[]), $4 query text,
-$5 text-search configuration, $6 candidates per leg, $7 take the websearch query as written;
-metadata filter parameters from $8 on.
+$5 text-search configuration, $6 candidates per leg, $7 take the websearch query as written,
+$8 chunks the keyword leg scores at most; metadata filter parameters from $9 on.
 """
 
 from __future__ import annotations
@@ -32,11 +39,19 @@ import asyncpg
 from workers.rag.filters import compile_filters
 from workers.rag.records import Hit
 
-FIRST_FILTER_PARAM = 8
+FIRST_FILTER_PARAM = 9
+# Chunks the keyword leg scores at most (see above); AIFLEET_RAG_KEYWORD_CANDIDATES.
+KEYWORD_CANDIDATES = 1000
 # pgvector's HNSW limits: vector up to 2,000 dimensions, halfvec up to 4,000.
 MAX_VECTOR_INDEX_DIMS = 2000
 MAX_HALFVEC_INDEX_DIMS = 4000
 MAX_DIMS = 16000
+# HNSW build parameters. Measured on 100k MiniLM chunks of one tenant among 190k (benchmarks/
+# rag_scale.py, iterative scan): m 16 / ef_construction 64 (pgvector's defaults) gave recall@10
+# 0.967 at ef_search 100, 0.988 at 200; ef_construction 200 gives 0.992 and 0.9995, for a build
+# ~3x as long. An existing index keeps the parameters it was built with (REINDEX to change).
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 200
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,7 @@ class VectorSql:
         return (
             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {self.index_name} ON rag.chunks"
             f" USING hnsw ({expression} public.{self.kind}_cosine_ops)"
+            f" WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
             f" WHERE embedding_dims = {self.dims}"
         )
 
@@ -98,14 +114,19 @@ _TERMS = """
     stats AS (SELECT chunks::float8 AS n, greatest(lexemes::float8 / greatest(chunks, 1), 1.0)
               AS avgdl FROM rag.corpora WHERE tenant = $1),
     terms AS MATERIALIZED (
-        SELECT l.lexeme, quote_literal(l.lexeme)::tsquery AS tq,
+        SELECT l.lexeme, quote_literal(l.lexeme)::tsquery AS tq, l.chunks AS df,
                ln(1 + (st.n - l.chunks + 0.5) / (l.chunks + 0.5)) AS idf, st.avgdl
         FROM (SELECT DISTINCT lexeme FROM unnest(to_tsvector($5::regconfig, $4))) q
         JOIN rag.lexemes l ON l.tenant = $1 AND l.lexeme = q.lexeme
         CROSS JOIN stats st),
+    rarest AS MATERIALIZED (
+        SELECT lexeme, sum(df) OVER (ORDER BY df, lexeme) AS reach,
+               row_number() OVER (ORDER BY df, lexeme) AS nth
+        FROM terms),
     matching AS MATERIALIZED (
         SELECT CASE WHEN $7 THEN websearch_to_tsquery($5::regconfig, $4)
-               ELSE (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM terms)
+               ELSE (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM rarest
+                     WHERE reach <= $8 OR nth = 1)
                END AS query)"""
 
 
@@ -113,12 +134,15 @@ def _keyword_leg(filters: str) -> str:
     return f"""
     SELECT id, row_number() OVER (ORDER BY score DESC, id) AS r FROM (
         SELECT c.id, s.score
-        FROM rag.chunks c CROSS JOIN LATERAL (
+        FROM (
+            SELECT c.id, c.tsv FROM rag.chunks c
+            WHERE c.tenant = $1 AND c.tsv @@ (SELECT query FROM matching) AND ({filters})
+            LIMIT $8
+        ) c CROSS JOIN LATERAL (
             SELECT sum(t.idf * f.tf * {K1 + 1}
                        / (f.tf + {K1} * (1 - {B} + {B} * length(c.tsv) / t.avgdl))) AS score
             FROM terms t CROSS JOIN LATERAL (SELECT ts_rank_cd(c.tsv, t.tq, 0) / 0.4 AS tf) f
         ) s
-        WHERE c.tenant = $1 AND c.tsv @@ (SELECT query FROM matching) AND ({filters})
         ORDER BY s.score DESC, c.id
         LIMIT $6
     ) matched"""  # noqa: S608
@@ -138,7 +162,7 @@ def search_statement(
         ctes.append(f"kw AS MATERIALIZED ({_keyword_leg(filters)})")
     # Declares every parameter's type, whichever legs use it (an untyped unused parameter is
     # an error); a CTE nobody reads is not evaluated.
-    ctes.append("params AS (SELECT $2::text, $4::text, $5::text, $6::int, $7::bool)")
+    ctes.append("params AS (SELECT $2::text, $4::text, $5::text, $6::int, $7::bool, $8::int)")
     if vector and keyword:
         legs = "SELECT id FROM vec UNION SELECT id FROM kw"
     else:
@@ -187,6 +211,7 @@ async def search(
     keyword_leg: bool,
     embeddings: bool,
     ef_search: int,
+    keyword_candidates: int = KEYWORD_CANDIDATES,
 ) -> tuple[list[Hit], int]:
     """Candidates of both legs with their ranks, and the corpus version they were read at."""
     compiled = compile_filters(filters, column="c.metadata", first_param=FIRST_FILTER_PARAM)
@@ -211,6 +236,7 @@ async def search(
             ts_config,
             candidates,
             as_written,
+            keyword_candidates,
             *compiled.params,
         )
     version = (

@@ -1,7 +1,8 @@
 """RAG handlers: thin, each delegating to the module that owns the work.
 
 - ingest.py: create_document (synchronous, or the `job.rag.create_document` job)
-- changes.py: update, delete, reembed (also the `job.rag.reembed` job)
+- changes.py: update (large content: the `job.rag.update_document` job), delete, reembed
+  (the `job.rag.reembed` job)
 - retrieval.py: search; answering.py: query and query_stream
 - store.py / search_sql.py: the SQL
 """
@@ -180,6 +181,6 @@ async def start(resources: Resources) -> AsyncIterator[RagService]:
 component = Component(
     rag_pb2.DESCRIPTOR.services_by_name["RagService"],
     start=start,
-    jobs=frozenset({"create_document", "reembed"}),
+    jobs=frozenset({"create_document", "update_document", "reembed"}),
     description="Documents in, grounded answers with citations out: hybrid retrieval in PostgreSQL",
 )

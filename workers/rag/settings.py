@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.rag.search_sql import MAX_DIMS
+from workers.rag.search_sql import KEYWORD_CANDIDATES, MAX_DIMS
 
 # The MiniLM WordPiece tokenizer the gateway's offline embedding model uses; read as a data
 # file (no gateway code is imported). Another model's tokenizer.json can be configured.
@@ -32,9 +32,12 @@ class RagSettings(BaseSettings):
     # Retrieval.
     text_search_config: str = Field("english", pattern=r"^[a-z_]{1,63}$")
     candidates: int = Field(50, ge=1, le=1000, description="rows per leg before fusion")
+    keyword_candidates: int = Field(
+        KEYWORD_CANDIDATES, ge=1, le=1_000_000, description="chunks the keyword leg scores at most"
+    )
     rrf_k: int = Field(60, ge=0, le=10_000)
     keyword_weight: float = Field(0.5, ge=0.0, le=10.0, description="RRF weight of the keyword leg")
-    hnsw_ef_search: int = Field(100, ge=1, le=1000)
+    hnsw_ef_search: int = Field(200, ge=1, le=1000)
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0)
     # Results cache (through the cache component); 0 turns it off.
     cache_ttl_seconds: float = Field(300.0, ge=0)

@@ -368,6 +368,41 @@ class RagStore:
         )
         return bool(status == "UPDATE 1")
 
+    async def begin_update(
+        self, tenant: str, document_id: str, expected_version: int, job_id: str
+    ) -> DocumentRow:
+        """A document whose new chunks a job makes: `processing` (other updates are refused)
+        until the job swaps them in; its current chunks stay searchable meanwhile.
+        `VersionMoved` if it changed since `expected_version` was read."""
+        row = await self.pool.fetchrow(
+            "UPDATE rag.documents SET status = 'processing', error = '', job_id = $4,"  # noqa: S608
+            " chunks_embedded = 0, chunks_total = 0, updated_at = clock_timestamp()"
+            " WHERE tenant = $1 AND id = $2 AND version = $3 AND status <> 'processing'"
+            f" RETURNING {_DOCUMENT_COLUMNS}",
+            tenant,
+            document_id,
+            expected_version,
+            job_id,
+        )
+        if row is None:
+            raise VersionMoved(document_id)
+        return _document(row, None)
+
+    async def fail_update(self, tenant: str, document_id: str, job_id: str, error: str) -> bool:
+        """The update job `job_id` failed for good: the document keeps its version and chunks
+        (ready again, or failed if it never had any) and `error` says why."""
+        status = await self.pool.execute(
+            "UPDATE rag.documents SET status = CASE WHEN chunk_count > 0 THEN 'ready'"
+            " ELSE 'failed' END, error = $4, chunks_embedded = chunk_count,"
+            " chunks_total = chunk_count, updated_at = clock_timestamp()"
+            " WHERE tenant = $1 AND id = $2 AND job_id = $3 AND status = 'processing'",
+            tenant,
+            document_id,
+            job_id,
+            error[:1000],
+        )
+        return bool(status == "UPDATE 1")
+
     # -- row writers ------------------------------------------------------------------------
 
     async def _insert_document(
