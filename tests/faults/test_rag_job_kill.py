@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
-from schemas.v1.rag_pb2 import Document, GetDocumentRequest
+from schemas.v1.rag_pb2 import Document, GetDocumentRequest, UpdateDocumentRequest
 from schemas.v1.rag_rpc import RagService
 from subjects import STREAM_DLQ, STREAM_JOBS, dlq_subject, job_consumer
 from tests.conftest import NatsFactory
@@ -174,3 +174,55 @@ async def test_a_job_killed_on_its_last_attempt_leaves_the_document_failed(
         return sum((dlq.state.subjects or {}).values()) == 1
 
     await eventually(dead_lettered, timeout=10, what="the job in the dead letters")
+
+
+async def test_an_update_job_killed_on_its_last_attempt_keeps_the_current_version(
+    nc: tuple[EmbeddedNats, NATS],
+    postgres: EmbeddedPostgres,
+    valkey: EmbeddedValkey,
+    db: RagDb,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """A large update's only attempt killed midway: the next worker marks it failed with the
+    reason, the document stays `ready` at version 1 with its chunks, and takes updates again."""
+    server, conn = nc
+    env = {**rag_env(server, postgres, valkey), "AIFLEET_JOB_MAX_DELIVER": "1"}
+    tenant = "u" + uuid.uuid4().hex[:12]
+    client = Client(conn, timeout=60.0)
+    first = await start(workers, env, tmp_path / "first.log")
+    created = await client.call_rpc(tenant, RagService.CreateDocument, create("big", "Small."))
+    assert created.document.status == "ready"
+    queued = await client.call_rpc(
+        tenant,
+        RagService.UpdateDocument,
+        UpdateDocumentRequest(document_id="big", content=LARGE),
+    )
+    assert queued.job_id
+
+    async def midway() -> bool:
+        got = await client.call_rpc(
+            tenant, RagService.GetDocument, GetDocumentRequest(document_id="big")
+        )
+        return 0 < got.document.chunks_embedded < got.document.chunks_total
+
+    await eventually(midway, timeout=60, what="the update job halfway")
+    first.kill()
+    assert await first.wait(timeout=10) == -9
+    await start(workers, env, tmp_path / "second.log")
+
+    async def settled() -> Document | None:
+        got = await client.call_rpc(
+            tenant, RagService.GetDocument, GetDocumentRequest(document_id="big")
+        )
+        return got.document if got.document.status != "processing" else None
+
+    document = await eventually(settled, timeout=120, what="the update settled")
+    assert document is not None
+    assert (document.status, document.version) == ("ready", 1)
+    assert "last attempt" in document.error
+    assert (await db.row_counts(tenant))["chunks"] == 1
+    again = await client.call_rpc(
+        tenant, RagService.UpdateDocument, UpdateDocumentRequest(document_id="big", title="T")
+    )
+    assert again.document.version >= 1

@@ -219,6 +219,17 @@ class DocumentChanges:
         reply.job_id = job_id
         return reply
 
+    async def abandon(self, ctx: Context, req: UpdateDocumentRequest) -> None:
+        """The update job's last attempt never finished (its worker was stopped): the document
+        keeps its current version and chunks, with the reason, instead of staying
+        `processing` and refusing every later update. A document that job no longer owns is
+        left alone (fail_update checks the job id)."""
+        row = await self.store.get(ctx.tenant, req.document_id)
+        if row is not None:
+            await self._fail(
+                ctx, row, "update stopped on its last attempt (the worker running it was stopped)"
+            )
+
     async def _fail(self, ctx: Context, row: DocumentRow, reason: str) -> None:
         if await self.store.fail_update(ctx.tenant, row.id, ctx.message_id or "", reason):
             await self.ingest.progress(ctx, row.id, row.version, "failed", 0, 0, reason)

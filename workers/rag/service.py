@@ -95,6 +95,9 @@ class RagService:
     ) -> UpdateDocumentResponse:
         return await self.changes.update(ctx, req)
 
+    async def update_document_abandoned(self, ctx: Context, req: UpdateDocumentRequest) -> None:
+        await self.changes.abandon(ctx, req)
+
     async def delete_document(
         self, ctx: Context, req: DeleteDocumentRequest
     ) -> DeleteDocumentResponse:
