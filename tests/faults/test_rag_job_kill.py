@@ -92,6 +92,11 @@ async def kill_midway(
     first = await start(workers, env, log)
     reply = await client.call_rpc(tenant, RagService.CreateDocument, create("big", LARGE))
     assert reply.document.status == "processing"
+    await kill_halfway(client, tenant, first)
+
+
+async def kill_halfway(client: Client, tenant: str, worker: WorkerProcess) -> None:
+    """SIGKILL `worker` once the job on "big" has embedded some of its chunks."""
 
     async def midway() -> bool:
         got = await client.call_rpc(
@@ -100,8 +105,8 @@ async def kill_midway(
         return 0 < got.document.chunks_embedded < got.document.chunks_total
 
     await eventually(midway, timeout=60, what="the job halfway")
-    first.kill()
-    assert await first.wait(timeout=10) == -9
+    worker.kill()
+    assert await worker.wait(timeout=10) == -9
 
 
 async def big_once(client: Client, tenant: str, status: str) -> Document:
@@ -199,16 +204,7 @@ async def test_an_update_job_killed_on_its_last_attempt_keeps_the_current_versio
         UpdateDocumentRequest(document_id="big", content=LARGE),
     )
     assert queued.job_id
-
-    async def midway() -> bool:
-        got = await client.call_rpc(
-            tenant, RagService.GetDocument, GetDocumentRequest(document_id="big")
-        )
-        return 0 < got.document.chunks_embedded < got.document.chunks_total
-
-    await eventually(midway, timeout=60, what="the update job halfway")
-    first.kill()
-    assert await first.wait(timeout=10) == -9
+    await kill_halfway(client, tenant, first)
     await start(workers, env, tmp_path / "second.log")
 
     async def settled() -> Document | None:
