@@ -75,6 +75,8 @@ async def run_fleet(
                 bridge_task = asyncio.create_task(
                     bridge.run(settings.nats_url, [c.name for c in components])
                 )
+                if not await _bridge_ready(bridge.url):
+                    console.print("[yellow]the HTTP bridge is not ready yet: see /readyz[/yellow]")
             _announce(
                 console, settings, embedded, [c.name for c in components], time.monotonic() - began
             )
@@ -106,6 +108,28 @@ def _bind_bridge(port: int, console: Console) -> Any:
             f"[red]cannot start the HTTP bridge:[/red] {exc} (--bridge-port N moves it, 0 skips it)"
         )
         raise SystemExit(2) from None
+
+
+async def _bridge_ready(url: str, timeout: float = 30.0) -> bool:
+    """True once the bridge's /readyz answers 200 (connected to NATS, every component found):
+    "up" is announced when a request would be served, not a moment before its NATS connection
+    (a request then was a 503)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
+            try:
+                writer.write(b"GET /readyz HTTP/1.1\r\nHost: aifleet\r\nConnection: close\r\n\r\n")
+                status = await asyncio.wait_for(reader.readline(), 2)
+            finally:
+                writer.close()
+            if status.split()[1:2] == [b"200"]:
+                return True
+        except (OSError, TimeoutError):
+            pass
+        await asyncio.sleep(0.05)
+    return False
 
 
 def _announce_bridge(console: Console, url: str) -> None:

@@ -140,6 +140,12 @@ async def ingested(fleet: httpx.AsyncClient, tenant: str) -> dict[str, dict[str,
     }
 
 
+async def test_the_bridge_is_ready_when_up_says_so(fleet: httpx.AsyncClient) -> None:
+    """Right after "aifleet is up" the bridge serves: NATS connected, every component found."""
+    reply = await fleet.get("/readyz")
+    assert reply.status_code == 200, reply.text
+
+
 @pytest.mark.parametrize("name", [f[0] for f in FILES])
 async def test_uploaded_file_reaches_ingested(
     ingested: dict[str, dict[str, Any]], name: str
