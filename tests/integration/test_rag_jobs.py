@@ -5,6 +5,7 @@ fails for good leaves `failed` with a reason."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -155,6 +156,48 @@ async def test_reembed_job_brings_every_document_to_the_configured_model(
     found = await client.call_rpc(tenant, RagService.Search, vector)
     assert found.results[0].document_id == "postgres"
     assert found.results[0].version == 2
+
+
+async def test_concurrent_reembed_jobs_reembed_each_document_once(
+    client: Client, nc: NATS, db: RagDb, tenant: str
+) -> None:
+    """Two reembed jobs at once (a request per corpus version queues one each): every document
+    is re-embedded once, at version 2, however their lists of stale documents overlap."""
+    for doc_id, content in CORPUS.items():
+        await client.call_rpc(tenant, RagService.CreateDocument, create(doc_id, content))
+    await db.pool.execute(
+        "UPDATE rag.chunks SET embedding_model = 'old-model' WHERE tenant = $1", tenant
+    )
+    js = nc.jetstream()
+    body = PROTOBUF_CODEC.encode(ReembedRequest())
+
+    async def publish(job: str) -> None:
+        headers = {HEADER_CONTENT_TYPE: PROTOBUF_CODEC.content_type, HEADER_MSG_ID: job}
+        await js.publish(job_subject(tenant, "rag", "reembed"), body, headers=headers)
+
+    async def first_done() -> bool:
+        done = await db.pool.fetchval(
+            "SELECT count(*) FROM rag.documents WHERE tenant = $1 AND version = 2", tenant
+        )
+        return bool(done >= 1)
+
+    await publish("reembed-a")
+    await eventually(first_done, timeout=120, what="the first job's first document")
+    await publish("reembed-b")  # its list: what the first job has not done yet
+
+    async def fresh() -> bool:
+        stale = await db.pool.fetchval(
+            "SELECT count(*) FROM rag.chunks WHERE tenant = $1 AND embedding_model = 'old-model'",
+            tenant,
+        )
+        return bool(stale == 0)
+
+    assert await eventually(fresh, timeout=120, what="every document re-embedded")
+    await asyncio.sleep(1.0)  # let the second job finish what it took on
+    versions = await db.pool.fetch(
+        "SELECT id, version FROM rag.documents WHERE tenant = $1 ORDER BY id", tenant
+    )
+    assert {r["id"]: r["version"] for r in versions} == dict.fromkeys(sorted(CORPUS), 2)
 
 
 async def test_a_large_update_is_made_by_a_job_and_swapped_in(

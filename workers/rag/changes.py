@@ -278,6 +278,13 @@ class DocumentChanges:
                 row = await self.store.get(ctx.tenant, document_id, content=True)
                 if row is None or row.status == "processing":
                     continue
+                # Another reembed job (a request queues one per corpus version) may have done it
+                # since the list was read. Checked after reading the row: if that job commits
+                # later, the replace below sees the version moved and skips it.
+                if not await self.store.is_stale(
+                    ctx.tenant, document_id, embedder.model, embedder.dims
+                ):
+                    continue
                 doc = NewDocument(
                     id=row.id,
                     title=row.title,

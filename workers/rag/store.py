@@ -220,6 +220,18 @@ class RagStore:
         )
         return [r["document_id"] for r in rows]
 
+    async def is_stale(self, tenant: str, document_id: str, model: str, dims: int) -> bool:
+        """Whether the document still has a chunk of another model or dimension."""
+        found = await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM rag.chunks WHERE tenant = $1 AND document_id = $2"
+            " AND (embedding_model <> $3 OR embedding_dims <> $4))",
+            tenant,
+            document_id,
+            model,
+            dims,
+        )
+        return bool(found)
+
     # -- writes -------------------------------------------------------------------------------
 
     async def create_ready(
