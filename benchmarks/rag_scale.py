@@ -263,7 +263,7 @@ async def measure(nats_url: str, dsn: str, args: Any) -> dict[str, Any]:
             )
             vectors += [list(e.values) for e in reply.embeddings]
         exact = await exact_top10(pool, vectors)
-        for ef in sorted({100, settings.hnsw_ef_search}):
+        for ef in sorted({100, 200, settings.hnsw_ef_search}):
             got, ms = await recall(pool, vectors, exact, ef)
             recalls[f"{name}, ef_search {ef}"] = {"recall@10": got, "p50_ms": ms, "n": len(probe)}
     over_nats, direct = percentiles(nats_times), percentiles(direct_times)

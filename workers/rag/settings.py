@@ -37,7 +37,7 @@ class RagSettings(BaseSettings):
     )
     rrf_k: int = Field(60, ge=0, le=10_000)
     keyword_weight: float = Field(0.5, ge=0.0, le=10.0, description="RRF weight of the keyword leg")
-    hnsw_ef_search: int = Field(200, ge=1, le=1000)
+    hnsw_ef_search: int = Field(400, ge=1, le=1000)
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0)
     # Results cache (through the cache component); 0 turns it off.
     cache_ttl_seconds: float = Field(300.0, ge=0)
