@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from workers.rag import chunk_rows
 from workers.rag.filters import compile_filters
 from workers.rag.records import DocumentRow, EmbeddedChunks, NewDocument
 
@@ -46,107 +47,6 @@ def _document(r: asyncpg.Record, content: str | None = None) -> DocumentRow:
     values["metadata"] = json.loads(values["metadata"])
     values.pop("content", None)
     return DocumentRow(**values, content=content)
-
-
-async def _bump(conn: asyncpg.Connection, tenant: str) -> int:
-    version: int = await conn.fetchval(
-        "INSERT INTO rag.corpora (tenant, version) VALUES ($1, 1) ON CONFLICT (tenant)"
-        " DO UPDATE SET version = rag.corpora.version + 1 RETURNING version",
-        tenant,
-    )
-    return version
-
-
-# The lexeme statistics of one document's stored chunks, added (sign 1) after its chunks were
-# inserted or removed (sign -1) before they are deleted; lexemes in sorted order, so concurrent
-# ingests of one tenant lock shared rows in one order.
-_DOCUMENT_LEXEMES = """
-    SELECT u.lexeme, count(*) AS n FROM rag.chunks c, unnest(c.tsv) u
-    WHERE c.tenant = $1 AND c.document_id = $2 GROUP BY u.lexeme ORDER BY u.lexeme
-"""
-
-
-async def _count_lexemes(
-    conn: asyncpg.Connection, tenant: str, document_id: str, sign: int
-) -> None:
-    if sign > 0:
-        await conn.execute(
-            "INSERT INTO rag.lexemes (tenant, lexeme, chunks)"  # noqa: S608
-            f" SELECT $1, lexeme, n FROM ({_DOCUMENT_LEXEMES}) d"
-            " ON CONFLICT (tenant, lexeme) DO UPDATE SET chunks = rag.lexemes.chunks"
-            " + EXCLUDED.chunks",
-            tenant,
-            document_id,
-        )
-    else:
-        await conn.execute(
-            "WITH d AS MATERIALIZED (" + _DOCUMENT_LEXEMES + "),"  # noqa: S608
-            " changed AS (UPDATE rag.lexemes l SET chunks = l.chunks - d.n FROM d"
-            " WHERE l.tenant = $1 AND l.lexeme = d.lexeme RETURNING l.lexeme, l.chunks)"
-            " DELETE FROM rag.lexemes l USING changed"
-            " WHERE l.tenant = $1 AND l.lexeme = changed.lexeme AND changed.chunks <= 0",
-            tenant,
-            document_id,
-        )
-    await conn.execute(
-        "INSERT INTO rag.corpora (tenant, version, chunks, lexemes)"
-        " SELECT $1, 0, $3 * count(*), $3 * coalesce(sum(length(tsv)), 0) FROM rag.chunks"
-        " WHERE tenant = $1 AND document_id = $2"
-        " ON CONFLICT (tenant) DO UPDATE SET chunks = rag.corpora.chunks + EXCLUDED.chunks,"
-        " lexemes = rag.corpora.lexemes + EXCLUDED.lexemes",
-        tenant,
-        document_id,
-        sign,
-    )
-
-
-async def _delete_chunks(conn: asyncpg.Connection, tenant: str, document_id: str) -> int:
-    await _count_lexemes(conn, tenant, document_id, -1)
-    deleted: int = await conn.fetchval(
-        "WITH gone AS (DELETE FROM rag.chunks WHERE tenant = $1 AND document_id = $2"
-        " RETURNING 1) SELECT count(*) FROM gone",
-        tenant,
-        document_id,
-    )
-    return deleted
-
-
-async def _insert_chunks(
-    conn: asyncpg.Connection,
-    tenant: str,
-    doc: NewDocument,
-    version: int,
-    embedded: EmbeddedChunks,
-    ts_config: str,
-) -> None:
-    await conn.executemany(
-        "INSERT INTO rag.chunks (tenant, document_id, ordinal, version, text, start_char,"
-        " end_char, tokens, source, metadata, embedding, embedding_model, embedding_dims, tsv)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::float4[]::public.vector,"
-        " $12, $13, setweight(to_tsvector($14::regconfig, $15), 'A')"
-        " || setweight(to_tsvector($14::regconfig, $5), 'B'))",
-        [
-            (
-                tenant,
-                doc.id,
-                c.ordinal,
-                version,
-                c.text,
-                c.start,
-                c.end,
-                c.tokens,
-                doc.source,
-                json.dumps(doc.metadata),
-                list(vector),
-                embedded.model,
-                embedded.dims,
-                ts_config,
-                doc.title,
-            )
-            for c, vector in zip(embedded.chunks, embedded.vectors, strict=True)
-        ],
-    )
-    await _count_lexemes(conn, tenant, doc.id, 1)
 
 
 class RagStore:
@@ -243,8 +143,8 @@ class RagStore:
                 row = await self._insert_document(conn, tenant, doc, "ready", embedded)
             except asyncpg.UniqueViolationError:
                 raise DocumentExists(doc.id) from None
-            await _insert_chunks(conn, tenant, doc, 1, embedded, self.ts_config)
-            await _bump(conn, tenant)
+            await chunk_rows.insert_chunks(conn, tenant, doc, 1, embedded, self.ts_config)
+            await chunk_rows.bump(conn, tenant)
             staged = await stage(conn)
         return row, staged
 
@@ -289,10 +189,10 @@ class RagStore:
                 return None
             else:
                 version = current["version"]
-                await _delete_chunks(conn, tenant, doc.id)
+                await chunk_rows.delete_chunks(conn, tenant, doc.id)
                 row = await self._set_ready(conn, tenant, doc, version, embedded)
-            await _insert_chunks(conn, tenant, doc, version, embedded, self.ts_config)
-            await _bump(conn, tenant)
+            await chunk_rows.insert_chunks(conn, tenant, doc, version, embedded, self.ts_config)
+            await chunk_rows.bump(conn, tenant)
             staged = await stage(conn)
         return row, staged
 
@@ -310,14 +210,14 @@ class RagStore:
         async with self.pool.acquire() as conn, conn.transaction():
             version = expected_version + (1 if embedded is not None else 0)
             if embedded is not None:
-                await _delete_chunks(conn, tenant, doc.id)
-                await _insert_chunks(conn, tenant, doc, version, embedded, self.ts_config)
+                await chunk_rows.delete_chunks(conn, tenant, doc.id)
+                await chunk_rows.insert_chunks(conn, tenant, doc, version, embedded, self.ts_config)
                 row = await self._set_ready(
                     conn, tenant, doc, version, embedded, expected=expected_version
                 )
             else:
                 row = await self._set_fields(conn, tenant, doc, expected_version)
-            await _bump(conn, tenant)
+            await chunk_rows.bump(conn, tenant)
             staged = await stage(conn)
         return row, staged
 
@@ -336,11 +236,11 @@ class RagStore:
             )
             if version is None:
                 return None
-            chunks = await _delete_chunks(conn, tenant, document_id)
+            chunks = await chunk_rows.delete_chunks(conn, tenant, document_id)
             await conn.execute(
                 "DELETE FROM rag.documents WHERE tenant = $1 AND id = $2", tenant, document_id
             )
-            await _bump(conn, tenant)
+            await chunk_rows.bump(conn, tenant)
             return await stage(conn, int(version), int(chunks))
 
     async def set_progress(self, tenant: str, document_id: str, done: int, total: int) -> None:
@@ -501,7 +401,7 @@ class RagStore:
         )
         if row is None:
             raise VersionMoved(doc.id)
-        await _count_lexemes(conn, tenant, doc.id, -1)
+        await chunk_rows.count_lexemes(conn, tenant, doc.id, -1)
         await conn.execute(
             "UPDATE rag.chunks SET source = $3, metadata = $4::jsonb,"
             " tsv = setweight(to_tsvector($5::regconfig, $6), 'A')"
@@ -514,5 +414,5 @@ class RagStore:
             self.ts_config,
             doc.title,
         )
-        await _count_lexemes(conn, tenant, doc.id, 1)
+        await chunk_rows.count_lexemes(conn, tenant, doc.id, 1)
         return _document(row)
