@@ -36,7 +36,10 @@ from workers.runtime.client import Client
 pytestmark = pytest.mark.faults
 
 ACK_WAIT = 1.5
-PAGES = 400
+PAGES = 600
+# Progress is written this often, so that a parse of well under a second shows pages mid-file
+# (at the default 0.5 s a quiet machine could parse the whole file between two writes).
+PROGRESS_INTERVAL = 0.02
 
 
 @pytest.fixture
@@ -62,6 +65,7 @@ def worker_env(nats_url: str, database_url: str, *, attempts: int) -> dict[str, 
         "AIFLEET_JOB_MAX_DELIVER": str(attempts),
         "AIFLEET_JOB_BACKOFF": json.dumps([0.2]),
         "AIFLEET_DRAIN_TIMEOUT": "2",
+        "AIFLEET_INGESTION_PROGRESS_INTERVAL_SECONDS": str(PROGRESS_INTERVAL),
     }
 
 
@@ -130,7 +134,7 @@ async def test_a_file_whose_worker_was_killed_is_finished_once_after_a_restart(
     assert (done.pages_done, done.pages_total) == (PAGES, PAGES)
     key = (tenant, done.document_id)
     assert fake_rag.STATE.created[key] == 1
-    assert fake_rag.STATE.documents[key].content.count("Page 400.") == 1
+    assert fake_rag.STATE.documents[key].content.count(f"Page {PAGES}.") == 1
     runs = await event_runs(nc, tenant, "file_ingested", FileIngestedEvent)
     assert runs == [(reply.file_id, reply.file.run_id)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -55,6 +56,24 @@ async def test_a_fair_file_parses_in_the_sandbox_with_progress(
     assert "three" in doc.text
     assert seen[0] == (0, 3)
     assert seen[-1] == (3, 3)
+
+
+def _record(seen: list[tuple[int, int]], done: int, total: int) -> None:
+    seen.append((done, total))
+
+
+async def test_a_sandbox_reports_progress_as_often_as_its_interval_allows(tmp_path: Path) -> None:
+    """With no interval every page is reported; the default leaves a fast parse at first and
+    last."""
+    path = tmp_path / "source"
+    path.write_bytes(documents.pdf(["one", "two", "three"]))
+    reports: dict[float, list[tuple[int, int]]] = {0.0: [], 60.0: []}
+    for interval, seen in reports.items():
+        eager = ParseSandbox(SandboxLimits(timeout=20.0, progress_interval=interval), ParseLimits())
+        detected = await eager.detect(path, file_name="", content_type="")
+        await eager.process(path, detected, ParseOptions(), functools.partial(_record, seen))
+    assert reports[0.0] == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert reports[60.0] == [(0, 3), (3, 3)]
 
 
 async def test_zip_bomb_docx_is_refused_by_its_compression_ratio(

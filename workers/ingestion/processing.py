@@ -35,20 +35,25 @@ from workers.runtime.outbox import Outbox
 
 # Share of a run's progress that parsing takes when the text then goes into RAG.
 PARSE_SHARE = 0.7
-_REPORT_INTERVAL = 0.5  # seconds between progress writes and events
 
 
 class Progress:
-    """Records a run's progress (row and event), at most every half second per stage."""
+    """Records a run's progress (row and event), at most every `interval` seconds per stage."""
 
     def __init__(
-        self, ctx: Context, store: IngestionStore, record: FileRecord, run_id: str
+        self,
+        ctx: Context,
+        store: IngestionStore,
+        record: FileRecord,
+        run_id: str,
+        interval: float,
     ) -> None:
         self.ctx = ctx
         self.store = store
         self.record = record
         self.run_id = run_id
         self._last = 0.0
+        self._interval = interval
         self._share = PARSE_SHARE if record.auto_ingest else 1.0
         self.pages = (0, 0)
 
@@ -62,7 +67,7 @@ class Progress:
 
     async def _report(self, stage: str, done: int, total: int, progress: float) -> None:
         now = time.monotonic()
-        if now - self._last < _REPORT_INTERVAL and done not in (0, total):
+        if now - self._last < self._interval and done not in (0, total):
             return
         self._last = now
         pages_done, pages_total = self.pages
@@ -127,7 +132,9 @@ class Processor:
         return await self._finish(ctx, record, run_id, outcome)
 
     async def _work(self, ctx: Context, record: FileRecord, run_id: str) -> Outcome:
-        progress = Progress(ctx, self.store, record, run_id)
+        progress = Progress(
+            ctx, self.store, record, run_id, self.settings.progress_interval_seconds
+        )
         with tempfile.TemporaryDirectory(prefix="aifleet-ingest-") as directory:
             path = Path(directory) / "source"  # never the client's file name
             with path.open("wb") as target:

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from workers.ingestion.pipeline import Pipeline
 
 OnProgress = Callable[[int, int], Any]
-_PROGRESS_INTERVAL = 0.2  # seconds between progress messages from the child
 _ERRORS: dict[str, type[ServiceError]] = {"415": UnsupportedType, "422": Unprocessable}
 
 
@@ -60,6 +59,8 @@ class SandboxLimits:
     memory_bytes: int = 2 * 1024**3
     # Children running at once; more parses wait their turn (the time limit starts then).
     parallel: int = 2
+    # Seconds between progress messages from a child (its first and last page always report).
+    progress_interval: float = 0.2
 
 
 class ParseSandbox:
@@ -101,7 +102,9 @@ class ParseSandbox:
     async def _run_child(self, task: tuple[Any, ...], on_progress: OnProgress | None) -> Any:
         receiver, sender = self._context.Pipe(duplex=False)
         child = self._context.Process(
-            target=_child, args=(sender, task, self.limits.memory_bytes), daemon=True
+            target=_child,
+            args=(sender, task, self.limits.memory_bytes, self.limits.progress_interval),
+            daemon=True,
         )
         try:
             await asyncio.to_thread(_start, child)
@@ -166,7 +169,10 @@ def _receive(connection: multiprocessing.connection.Connection) -> Any:
 
 
 def _child(
-    sender: multiprocessing.connection.Connection, task: tuple[Any, ...], memory: int
+    sender: multiprocessing.connection.Connection,
+    task: tuple[Any, ...],
+    memory: int,
+    interval: float,
 ) -> None:
     """Runs in the child: cap memory, do the task, send the outcome."""
     import resource
@@ -179,7 +185,7 @@ def _child(
 
     def progress(done: int, total: int) -> None:
         now = time.monotonic()
-        if done in (0, total) or now - last[0] >= _PROGRESS_INTERVAL:
+        if done in (0, total) or now - last[0] >= interval:
             last[0] = now
             sender.send(("progress", done, total))
 

@@ -33,6 +33,9 @@ class IngestionSettings(BaseSettings):
     max_characters: int = Field(50_000_000, ge=1000, description="text of one file")
     max_rows: int = Field(1_000_000, ge=1, description="rows of a CSV file or XLSX sheet")
 
+    progress_interval_seconds: float = Field(
+        0.5, gt=0, le=60, description="a run's progress row and event, at most this often"
+    )
     rag_wait_seconds: float = Field(
         150.0, gt=0, description="how long a run waits for RAG to finish a large document"
     )
@@ -52,4 +55,5 @@ class IngestionSettings(BaseSettings):
             timeout=self.parse_timeout_seconds,
             memory_bytes=self.parse_memory_bytes,
             parallel=self.parallel_parses,
+            progress_interval=min(self.progress_interval_seconds, 0.2),
         )
