@@ -20,6 +20,29 @@ Row = Any
 Db = Any  # an asyncpg pool or a connection in a transaction
 
 
+def step_fields(step: Step) -> dict[str, Any]:
+    """A step's columns but its message (and `created_at`, set by the database)."""
+    return {
+        "seq": step.seq,
+        "kind": step.kind,
+        "turn": step.turn,
+        "tool_name": step.tool_name,
+        "tool_call_id": step.tool_call_id,
+        "arguments": step.arguments,
+        "result_bytes": step.result_bytes,
+        "error": step.error,
+        "prompt_tokens": step.prompt_tokens,
+        "completion_tokens": step.completion_tokens,
+        "cost_usd": step.cost_usd,
+        "finish_reason": step.finish_reason,
+        "duration_ms": step.duration_ms,
+    }
+
+
+def step_json(step: Step) -> dict[str, Any]:
+    return {**step_fields(step), "message": message_json(step.message)}
+
+
 class RunsStore(PgStore):
     # -- sessions -----------------------------------------------------------------------------
 
@@ -82,28 +105,25 @@ class RunsStore(PgStore):
         """Append a run's messages to the session, creating it with its first ones (numbered
         after the last one under the session's row lock, so concurrent turns of one session
         do not interleave numbers); in the caller's transaction."""
-        count = await conn.fetchval(
-            "INSERT INTO agent.sessions AS s (tenant, agent_id, session_id, user_id,"
+        # One statement: the session's row (created, or its count raised under its row lock)
+        # and the messages numbered after its previous last one; none for another user's
+        # session (taken meanwhile).
+        await conn.execute(
+            "WITH s AS (INSERT INTO agent.sessions AS s (tenant, agent_id, session_id, user_id,"
             " message_count) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (tenant, agent_id, session_id) DO UPDATE"
             " SET message_count = s.message_count + $5, updated_at = now()"
-            " WHERE s.user_id = $4 OR $4 = '' RETURNING message_count",
+            " WHERE s.user_id = $4 OR $4 = '' RETURNING message_count)"
+            " INSERT INTO agent.messages (tenant, agent_id, session_id, seq, message, run_id)"
+            " SELECT $1, $2, $3, s.message_count - $5 + m.n, m.message, $6"
+            " FROM s, jsonb_array_elements($7::jsonb) WITH ORDINALITY AS m(message, n)",
             tenant,
             agent_id,
             session_id,
             user,
             len(messages),
-        )
-        if count is None:
-            return  # another user's session (taken meanwhile)
-        first = count - len(messages) + 1
-        await conn.executemany(
-            "INSERT INTO agent.messages (tenant, agent_id, session_id, seq, message, run_id)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
-            [
-                (tenant, agent_id, session_id, first + i, json.dumps(message_json(m)), run_id)
-                for i, m in enumerate(messages)
-            ],
+            run_id,
+            json.dumps([message_json(m) for m in messages]),
         )
 
     async def list_sessions(
@@ -204,6 +224,7 @@ class RunsStore(PgStore):
         *,
         agent_version: int,
         initial: Sequence[ChatMessage],
+        steps: Sequence[Step],
         session_id: str,
         task_id: str,
         user: str,
@@ -215,13 +236,26 @@ class RunsStore(PgStore):
         error: str,
         conn: Db,
     ) -> Row:
-        """Store a run that has ended, in one statement (a chat turn's run is written once,
-        at its end: `start_run` and `finish_run` together)."""
+        """Store a run that has ended with its steps, in one statement (a chat turn's run is
+        written once, at its end: `start_run`, `add_step` and `finish_run` together). The
+        steps' `created_at` is the transaction's time, the run's `finished_at`."""
         return await conn.fetchrow(
-            "INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id, user_id,"
-            " agent_version, initial, outcome, turns, prompt_tokens, completion_tokens,"
+            "WITH run AS (INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id,"
+            " user_id, agent_version, initial, outcome, turns, prompt_tokens, completion_tokens,"
             " cost_usd, error, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9,"
-            " $10, $11, $12, $13, $14, now()) RETURNING *",
+            " $10, $11, $12, $13, $14, now()) RETURNING *),"
+            " steps AS (INSERT INTO agent.run_steps (tenant, agent_id, run_id, seq, kind, turn,"
+            " tool_name, tool_call_id, arguments, result_bytes, error, prompt_tokens,"
+            " completion_tokens, cost_usd, finish_reason, duration_ms, message)"
+            " SELECT run.tenant, run.agent_id, run.run_id, s.seq, s.kind, s.turn, s.tool_name,"
+            " s.tool_call_id, s.arguments, s.result_bytes, s.error, s.prompt_tokens,"
+            " s.completion_tokens, s.cost_usd, s.finish_reason, s.duration_ms, s.message"
+            " FROM run, jsonb_to_recordset($15::jsonb) AS s(seq integer, kind text,"
+            " turn integer, tool_name text, tool_call_id text, arguments text,"
+            " result_bytes integer, error text, prompt_tokens bigint, completion_tokens bigint,"
+            " cost_usd double precision, finish_reason text, duration_ms double precision,"
+            " message jsonb))"
+            " SELECT * FROM run",
             tenant,
             agent_id,
             run_id,
@@ -236,6 +270,7 @@ class RunsStore(PgStore):
             completion_tokens,
             cost_usd,
             error,
+            json.dumps([step_json(s) for s in steps]),
         )
 
     async def get_run(self, tenant: str, agent_id: str, run_id: str) -> Row | None:
