@@ -240,12 +240,12 @@ class Runner:
         on_delta: Callable[[str], Awaitable[None]] | None = None,
         resumable: bool = False,
         initial: Sequence[ChatMessage] = (),
-        also: Callable[[Any], Awaitable[None]] | None = None,
+        session_messages: Callable[[], Sequence[ChatMessage]] | None = None,
     ) -> tuple[RunResult, Any]:
         """Drive the loop and store its outcome; returns the result and the finished run row.
         `resumable`: a retryable model failure leaves the run open (row None) to be resumed.
         A buffered recorder's run (begun with `initial`) is stored here, with its steps, in
-        the transaction of its end; `also` writes more in that transaction (the session)."""
+        the statement of its end, with what `session_messages` gives appended to its session."""
         definition = definition_of(row)
         metadata = {"run_id": recorder.run_id}
         if recorder.session_id:
@@ -286,6 +286,7 @@ class Runner:
                     task_id=recorder.task_id,
                     user=access.user_of(ctx),
                     conn=conn,
+                    session_messages=session_messages() if session_messages else (),
                     **end,
                 )
                 events.extend(
@@ -295,8 +296,6 @@ class Runner:
                 finished = await self.runs.finish_run(
                     ctx.tenant, row["agent_id"], recorder.run_id, conn=conn, **end
                 )
-            if also is not None:
-                await also(conn)
             events.append(
                 (
                     AGENT_RUN_FINISHED,

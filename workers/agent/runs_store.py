@@ -92,40 +92,6 @@ class RunsStore(PgStore):
         )
         return [message_of(json.loads(r["message"])) for r in rows]
 
-    async def append(
-        self,
-        tenant: str,
-        agent_id: str,
-        session_id: str,
-        user: str,
-        run_id: str,
-        messages: Sequence[ChatMessage],
-        conn: Db,
-    ) -> None:
-        """Append a run's messages to the session, creating it with its first ones (numbered
-        after the last one under the session's row lock, so concurrent turns of one session
-        do not interleave numbers); in the caller's transaction."""
-        # One statement: the session's row (created, or its count raised under its row lock)
-        # and the messages numbered after its previous last one; none for another user's
-        # session (taken meanwhile).
-        await conn.execute(
-            "WITH s AS (INSERT INTO agent.sessions AS s (tenant, agent_id, session_id, user_id,"
-            " message_count) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (tenant, agent_id, session_id) DO UPDATE"
-            " SET message_count = s.message_count + $5, updated_at = now()"
-            " WHERE s.user_id = $4 OR $4 = '' RETURNING message_count)"
-            " INSERT INTO agent.messages (tenant, agent_id, session_id, seq, message, run_id)"
-            " SELECT $1, $2, $3, s.message_count - $5 + m.n, m.message, $6"
-            " FROM s, jsonb_array_elements($7::jsonb) WITH ORDINALITY AS m(message, n)",
-            tenant,
-            agent_id,
-            session_id,
-            user,
-            len(messages),
-            run_id,
-            json.dumps([message_json(m) for m in messages]),
-        )
-
     async def list_sessions(
         self, tenant: str, agent_id: str, user: str, after: tuple[Any, ...] | None, limit: int
     ) -> list[Row]:
@@ -235,10 +201,17 @@ class RunsStore(PgStore):
         cost_usd: float,
         error: str,
         conn: Db,
+        session_messages: Sequence[ChatMessage] = (),
     ) -> Row:
-        """Store a run that has ended with its steps, in one statement (a chat turn's run is
-        written once, at its end: `start_run`, `add_step` and `finish_run` together). The
-        steps' `created_at` is the transaction's time, the run's `finished_at`."""
+        """Store a run that has ended with its steps, and append `session_messages` to its
+        session, in one statement: a chat turn's run is written once, at its end (`start_run`,
+        `add_step`, `finish_run` and the session's write together). The steps' `created_at`
+        is the transaction's time, the run's `finished_at`.
+
+        The session is created with its first messages, or its count raised under its row
+        lock and the messages numbered after its previous last one (concurrent turns of one
+        session do not interleave numbers); another user's session (taken meanwhile) gets
+        none."""
         return await conn.fetchrow(
             "WITH run AS (INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id,"
             " user_id, agent_version, initial, outcome, turns, prompt_tokens, completion_tokens,"
@@ -247,14 +220,22 @@ class RunsStore(PgStore):
             " steps AS (INSERT INTO agent.run_steps (tenant, agent_id, run_id, seq, kind, turn,"
             " tool_name, tool_call_id, arguments, result_bytes, error, prompt_tokens,"
             " completion_tokens, cost_usd, finish_reason, duration_ms, message)"
-            " SELECT run.tenant, run.agent_id, run.run_id, s.seq, s.kind, s.turn, s.tool_name,"
-            " s.tool_call_id, s.arguments, s.result_bytes, s.error, s.prompt_tokens,"
-            " s.completion_tokens, s.cost_usd, s.finish_reason, s.duration_ms, s.message"
-            " FROM run, jsonb_to_recordset($15::jsonb) AS s(seq integer, kind text,"
+            " SELECT run.tenant, run.agent_id, run.run_id, t.seq, t.kind, t.turn, t.tool_name,"
+            " t.tool_call_id, t.arguments, t.result_bytes, t.error, t.prompt_tokens,"
+            " t.completion_tokens, t.cost_usd, t.finish_reason, t.duration_ms, t.message"
+            " FROM run, jsonb_to_recordset($15::jsonb) AS t(seq integer, kind text,"
             " turn integer, tool_name text, tool_call_id text, arguments text,"
             " result_bytes integer, error text, prompt_tokens bigint, completion_tokens bigint,"
             " cost_usd double precision, finish_reason text, duration_ms double precision,"
-            " message jsonb))"
+            " message jsonb)),"
+            " session AS (INSERT INTO agent.sessions AS s (tenant, agent_id, session_id, user_id,"
+            " message_count) SELECT $1, $2, $4, $6, $16 WHERE $16 > 0"
+            " ON CONFLICT (tenant, agent_id, session_id) DO UPDATE"
+            " SET message_count = s.message_count + $16, updated_at = now()"
+            " WHERE s.user_id = $6 OR $6 = '' RETURNING message_count),"
+            " appended AS (INSERT INTO agent.messages (tenant, agent_id, session_id, seq,"
+            " message, run_id) SELECT $1, $2, $4, session.message_count - $16 + m.n, m.message,"
+            " $3 FROM session, jsonb_array_elements($17::jsonb) WITH ORDINALITY AS m(message, n))"
             " SELECT * FROM run",
             tenant,
             agent_id,
@@ -271,6 +252,8 @@ class RunsStore(PgStore):
             cost_usd,
             error,
             json.dumps([step_json(s) for s in steps]),
+            len(session_messages),
+            json.dumps([message_json(m) for m in session_messages]),
         )
 
     async def get_run(self, tenant: str, agent_id: str, run_id: str) -> Row | None:
