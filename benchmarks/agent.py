@@ -14,7 +14,8 @@ the gateway's exact cache off. This process is the load.
    - `agent`: `agent.chat` in a new session (so the model gets exactly those messages): agent
      and permission lookup, prompt.build_context over NATS, the run and its step stored with
      their events (outbox), the session written, and the same gateway.generate.
-   The overhead is the difference of the p50s.
+   The overhead is the difference of the p50s; the worker's CPU per call is measured over each
+   block (`--rounds N` for more rounds).
 2. 200 concurrent sessions against a 200 ms fake: 200 callers, each chatting in its own
    session turn after turn for a fixed time: turns/s against the ideal (200 / 0.2 s = 1000/s)
    and p50/p99 per turn; the same 200 callers on `gateway.generate` directly as the baseline.
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,11 @@ def agent_chat(nc: NATS, session: str | None) -> Call:
         return msg.data
 
     return call
+
+
+async def counted(block: Awaitable[dict[str, Any]], count: int) -> tuple[dict[str, Any], int]:
+    """A block of `count` one-at-a-time calls with its count, for the CPU it cost per call."""
+    return await block, count
 
 
 def round_robin(calls: list[Call]) -> Call:
@@ -154,7 +161,8 @@ async def measure(
             await one_at_a_time(warm, 10)
         for _ in range(args.rounds):
             for name, call in (("gateway", direct), ("agent", agent_chat(nc, None))):
-                turn.setdefault(name, []).append(await one_at_a_time(call, args.requests))
+                block = counted(one_at_a_time(call, args.requests), args.requests)
+                turn.setdefault(name, []).append(await cpu.per_request(block))
         p50 = {n: min(r["p50_ms"] for r in turn[n]) for n in ("gateway", "agent")}
         turn["overhead_p50_ms"] = round(p50["agent"] - p50["gateway"], 2)
 
@@ -183,8 +191,10 @@ async def measure(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one short round")
+    parser.add_argument("--rounds", type=int, help="rounds of part 1 (default 1 quick, else 2)")
     args = parser.parse_args(argv)
-    args.rounds, args.requests, args.seconds = (1, 60, 8.0) if args.quick else (2, 150, 20.0)
+    rounds, args.requests, args.seconds = (1, 60, 8.0) if args.quick else (2, 150, 20.0)
+    args.rounds = args.rounds or rounds
 
     from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
     from tests.support.fake_openai import FakeOpenAIProcess

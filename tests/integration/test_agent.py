@@ -124,6 +124,29 @@ async def test_offline_model_drives_a_run_through_a_forced_tool_call_to_an_answe
     assert await eventually(events, timeout=10, what="the run's events after the commit")
 
 
+async def test_a_turn_stores_its_run_steps_and_every_message_it_made_together(
+    agents: Agents, tools_server: ToolServer
+) -> None:
+    """The user's message, the tool call, its result and the answer are the session's
+    messages in order; the run's steps carry the time the run finished."""
+    await make_tool(agents, http_tool(tools_server.base_url), "lookup")
+    await agents(
+        "create_agent",
+        {
+            "agent_id": "keep",
+            "agent": {"name": "K", "tools": ["lookup"], "tool_choice": "required"},
+        },
+    )
+    answer = await agents("chat", {"agent_id": "keep", "message": "find dogs"})
+    session = await agents("get_session", {"agent_id": "keep", "session_id": answer.session_id})
+    assert [m.message.role for m in session.messages] == ["user", "assistant", "tool", "assistant"]
+    assert [m.seq for m in session.messages] == [1, 2, 3, 4]
+    assert {m.run_id for m in session.messages} == {answer.run_id}
+    run = await agents("get_run", {"agent_id": "keep", "run_id": answer.run_id})
+    assert len(run.steps) == 3
+    assert {s.created_at.ToDatetime() for s in run.steps} == {run.run.finished_at.ToDatetime()}
+
+
 async def test_a_session_keeps_the_history_and_the_client_sends_only_the_new_message(
     agents: Agents, fake: FakeOpenAI
 ) -> None:

@@ -22,6 +22,7 @@ from tests.support.events import stored_events
 from tests.support.polling import eventually
 from workers.runtime.events import EventPublisher
 from workers.runtime.outbox import Outbox
+from workers.runtime.testing import context
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -75,6 +76,42 @@ async def test_a_committed_event_is_published_with_its_headers_and_forgotten(
     assert msg.headers[HEADER_MESSAGE_TYPE] == "aifleet.v1.CacheInvalidatedEvent"
     assert msg.headers[HEADER_MSG_ID] == staged.msg_id
     assert msg.headers["traceparent"] == TRACEPARENT
+    assert await rows(pool, tenant) == 0
+
+
+async def test_events_staged_together_are_published_in_their_order_with_their_ids(
+    outbox: Outbox, pool: asyncpg.Pool, nc: NATS, tenant: str
+) -> None:
+    """stage_many writes several events in one statement; they publish in the order given,
+    each under its own msg_id, with the request's trace context."""
+    ctx, _ = context(tenant=tenant, component="cache", headers={"traceparent": TRACEPARENT})
+    reasons = ["first", "second", "third"]
+    async with pool.acquire() as conn, conn.transaction():
+        staged = await outbox.stage_many(
+            conn,
+            ctx,
+            [
+                (CACHE_INVALIDATED, CacheInvalidatedEvent(reason=r), f"{tenant}-{r}")
+                for r in reasons
+            ],
+        )
+    assert [s.id for s in staged] == sorted(s.id for s in staged)
+    assert await outbox.publish(staged) == 3
+    msgs = await events_of(nc, tenant)
+    assert [CacheInvalidatedEvent.FromString(m.data).reason for m in msgs] == reasons
+    assert [(m.headers or {})[HEADER_MSG_ID] for m in msgs] == [f"{tenant}-{r}" for r in reasons]
+    assert all((m.headers or {})["traceparent"] == TRACEPARENT for m in msgs)
+    assert await rows(pool, tenant) == 0
+
+
+async def test_a_component_cannot_stage_another_components_events(
+    outbox: Outbox, pool: asyncpg.Pool, tenant: str
+) -> None:
+    """stage_many refuses an event of another component, before writing anything."""
+    ctx, _ = context(tenant=tenant, component="agent")
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(ValueError, match="agent cannot publish"):
+            await outbox.stage_many(conn, ctx, [(CACHE_INVALIDATED, CacheInvalidatedEvent(), "x")])
     assert await rows(pool, tenant) == 0
 
 

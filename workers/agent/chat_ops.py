@@ -115,9 +115,9 @@ class ChatHandlers(Handlers):
             ctx, row["agent_id"], run_id, session_id=session_id, sink=sink, buffered=True
         )
 
-        async def write_session(conn: Any) -> None:
-            new = [user_message, *state.messages[len(initial) :]]
-            await self.runs.append(ctx.tenant, row["agent_id"], session_id, user, run_id, new, conn)
+        def session_messages() -> list[ChatMessage]:
+            """The turn's messages for the session: the user's and what the run appended."""
+            return [user_message, *state.messages[len(initial) :]]
 
         result, _ = await self.runner.run(
             ctx,
@@ -127,7 +127,7 @@ class ChatHandlers(Handlers):
             recorder,
             on_delta=delta if sink is not None else None,
             initial=initial,
-            also=write_session,
+            session_messages=session_messages,
         )
         if result.error is not None:
             details = {"run_id": run_id, "session_id": session_id, "outcome": result.outcome}

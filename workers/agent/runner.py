@@ -10,21 +10,24 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from google.protobuf.message import Message
 
 from schemas.errors import NotFound, PermissionDenied, ServiceError, Unprocessable
 from schemas.v1.agent_pb2 import AgentRunFinishedEvent, AgentRunStepEvent, ChatEvent
 from schemas.v1.common_pb2 import ChatMessage
 from schemas.v1.prompt_pb2 import RenderRequest
 from schemas.v1.prompt_rpc import PromptService
-from subjects.events import AGENT_RUN_FINISHED, AGENT_RUN_STEP
+from subjects.events import AGENT_RUN_FINISHED, AGENT_RUN_STEP, EventName
 from workers.agent import access, convert, loop
 from workers.agent.calls import CheckedCall
 from workers.agent.definitions import parse_prompt_ref
 from workers.agent.gateway_model import GatewayModel
 from workers.agent.loop import Limits, RunResult, RunState, Step, ToolResult
 from workers.agent.memory_store import MemoryStore
-from workers.agent.runs_store import RunsStore
+from workers.agent.runs_store import RunsStore, step_fields
 from workers.agent.settings import AgentSettings
 from workers.agent.store import AgentStore
 from workers.agent.toolbox import Toolbox, specs_of
@@ -98,25 +101,26 @@ class Recorder:
 
     async def stage_step(self, step: Step, conn: Any) -> StagedEvent | None:
         """Store a step and stage its event in `conn`'s transaction (None: a repeat)."""
+        stored = await self.runs.add_step(
+            self.ctx.tenant, self.agent_id, self.run_id, step, conn=conn
+        )
+        if stored is None:  # a repeat of a recorded step
+            return None
+        name, event, msg_id = self.step_event(step, stored["created_at"])
+        return await self.outbox.stage(conn, self.ctx, name, event, msg_id=msg_id)
+
+    def step_event(
+        self, step: Step, created_at: datetime
+    ) -> tuple[EventName, AgentRunStepEvent, str]:
+        """A stored step's event and its msg_id (the same for a repeat of the step)."""
         event = AgentRunStepEvent(
             run_id=self.run_id,
             agent_id=self.agent_id,
             session_id=self.session_id,
             task_id=self.task_id,
         )
-        stored = await self.runs.add_step(
-            self.ctx.tenant, self.agent_id, self.run_id, step, conn=conn
-        )
-        if stored is None:  # a repeat of a recorded step
-            return None
-        event.step.CopyFrom(convert.step({**_step_row(step), "created_at": stored["created_at"]}))
-        return await self.outbox.stage(
-            conn,
-            self.ctx,
-            AGENT_RUN_STEP,
-            event,
-            msg_id=f"agent-step:{self.ctx.tenant}:{self.run_id}:{step.seq}",
-        )
+        event.step.CopyFrom(convert.step({**step_fields(step), "created_at": created_at}))
+        return AGENT_RUN_STEP, event, f"agent-step:{self.ctx.tenant}:{self.run_id}:{step.seq}"
 
     async def tool_started(self, call: CheckedCall) -> None:
         if self.sink is not None:
@@ -142,24 +146,6 @@ class Recorder:
 
     async def finished(self) -> None:
         """The run ended; its events are on their way (or left to the flusher)."""
-
-
-def _step_row(step: Step) -> dict[str, Any]:
-    return {
-        "seq": step.seq,
-        "kind": step.kind,
-        "turn": step.turn,
-        "tool_name": step.tool_name,
-        "tool_call_id": step.tool_call_id,
-        "arguments": step.arguments,
-        "result_bytes": step.result_bytes,
-        "error": step.error,
-        "prompt_tokens": step.prompt_tokens,
-        "completion_tokens": step.completion_tokens,
-        "cost_usd": step.cost_usd,
-        "finish_reason": step.finish_reason,
-        "duration_ms": step.duration_ms,
-    }
 
 
 class Runner:
@@ -254,12 +240,12 @@ class Runner:
         on_delta: Callable[[str], Awaitable[None]] | None = None,
         resumable: bool = False,
         initial: Sequence[ChatMessage] = (),
-        also: Callable[[Any], Awaitable[None]] | None = None,
+        session_messages: Callable[[], Sequence[ChatMessage]] | None = None,
     ) -> tuple[RunResult, Any]:
         """Drive the loop and store its outcome; returns the result and the finished run row.
         `resumable`: a retryable model failure leaves the run open (row None) to be resumed.
         A buffered recorder's run (begun with `initial`) is stored here, with its steps, in
-        the transaction of its end; `also` writes more in that transaction (the session)."""
+        the statement of its end, with what `session_messages` gives appended to its session."""
         definition = definition_of(row)
         metadata = {"run_id": recorder.run_id}
         if recorder.session_id:
@@ -286,7 +272,7 @@ class Runner:
             "cost_usd": result.state.cost_usd,
             "error": result.error.message if result.error else "",
         }
-        staged: list[StagedEvent] = []
+        events: list[tuple[EventName, Message, str]] = []
         async with self.runs.pool.acquire() as conn, conn.transaction():
             if recorder.buffered:  # the run and its steps are written now, at its end
                 finished = await self.runs.record_run(
@@ -295,30 +281,29 @@ class Runner:
                     recorder.run_id,
                     agent_version=row["version"],
                     initial=initial,
+                    steps=recorder.pending,
                     session_id=recorder.session_id,
                     task_id=recorder.task_id,
                     user=access.user_of(ctx),
                     conn=conn,
+                    session_messages=session_messages() if session_messages else (),
                     **end,
                 )
-                for step in recorder.pending:
-                    if (event := await recorder.stage_step(step, conn)) is not None:
-                        staged.append(event)
+                events.extend(
+                    recorder.step_event(step, finished["finished_at"]) for step in recorder.pending
+                )
             else:
                 finished = await self.runs.finish_run(
                     ctx.tenant, row["agent_id"], recorder.run_id, conn=conn, **end
                 )
-            if also is not None:
-                await also(conn)
-            staged.append(
-                await self.outbox.stage(
-                    conn,
-                    ctx,
+            events.append(
+                (
                     AGENT_RUN_FINISHED,
                     AgentRunFinishedEvent(run=convert.run(finished)),
-                    msg_id=f"agent-run:{ctx.tenant}:{recorder.run_id}",
+                    f"agent-run:{ctx.tenant}:{recorder.run_id}",
                 )
             )
+            staged = await self.outbox.stage_many(conn, ctx, events)
         recorder.publish(staged)
         await recorder.finished()
         return result, finished

@@ -20,6 +20,29 @@ Row = Any
 Db = Any  # an asyncpg pool or a connection in a transaction
 
 
+def step_fields(step: Step) -> dict[str, Any]:
+    """A step's columns but its message (and `created_at`, set by the database)."""
+    return {
+        "seq": step.seq,
+        "kind": step.kind,
+        "turn": step.turn,
+        "tool_name": step.tool_name,
+        "tool_call_id": step.tool_call_id,
+        "arguments": step.arguments,
+        "result_bytes": step.result_bytes,
+        "error": step.error,
+        "prompt_tokens": step.prompt_tokens,
+        "completion_tokens": step.completion_tokens,
+        "cost_usd": step.cost_usd,
+        "finish_reason": step.finish_reason,
+        "duration_ms": step.duration_ms,
+    }
+
+
+def step_json(step: Step) -> dict[str, Any]:
+    return {**step_fields(step), "message": message_json(step.message)}
+
+
 class RunsStore(PgStore):
     # -- sessions -----------------------------------------------------------------------------
 
@@ -68,43 +91,6 @@ class RunsStore(PgStore):
             limit,
         )
         return [message_of(json.loads(r["message"])) for r in rows]
-
-    async def append(
-        self,
-        tenant: str,
-        agent_id: str,
-        session_id: str,
-        user: str,
-        run_id: str,
-        messages: Sequence[ChatMessage],
-        conn: Db,
-    ) -> None:
-        """Append a run's messages to the session, creating it with its first ones (numbered
-        after the last one under the session's row lock, so concurrent turns of one session
-        do not interleave numbers); in the caller's transaction."""
-        count = await conn.fetchval(
-            "INSERT INTO agent.sessions AS s (tenant, agent_id, session_id, user_id,"
-            " message_count) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (tenant, agent_id, session_id) DO UPDATE"
-            " SET message_count = s.message_count + $5, updated_at = now()"
-            " WHERE s.user_id = $4 OR $4 = '' RETURNING message_count",
-            tenant,
-            agent_id,
-            session_id,
-            user,
-            len(messages),
-        )
-        if count is None:
-            return  # another user's session (taken meanwhile)
-        first = count - len(messages) + 1
-        await conn.executemany(
-            "INSERT INTO agent.messages (tenant, agent_id, session_id, seq, message, run_id)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6)",
-            [
-                (tenant, agent_id, session_id, first + i, json.dumps(message_json(m)), run_id)
-                for i, m in enumerate(messages)
-            ],
-        )
 
     async def list_sessions(
         self, tenant: str, agent_id: str, user: str, after: tuple[Any, ...] | None, limit: int
@@ -204,6 +190,7 @@ class RunsStore(PgStore):
         *,
         agent_version: int,
         initial: Sequence[ChatMessage],
+        steps: Sequence[Step],
         session_id: str,
         task_id: str,
         user: str,
@@ -214,14 +201,42 @@ class RunsStore(PgStore):
         cost_usd: float,
         error: str,
         conn: Db,
+        session_messages: Sequence[ChatMessage] = (),
     ) -> Row:
-        """Store a run that has ended, in one statement (a chat turn's run is written once,
-        at its end: `start_run` and `finish_run` together)."""
+        """Store a run that has ended with its steps, and append `session_messages` to its
+        session, in one statement: a chat turn's run is written once, at its end (`start_run`,
+        `add_step`, `finish_run` and the session's write together). The steps' `created_at`
+        is the transaction's time, the run's `finished_at`.
+
+        The session is created with its first messages, or its count raised under its row
+        lock and the messages numbered after its previous last one (concurrent turns of one
+        session do not interleave numbers); another user's session (taken meanwhile) gets
+        none."""
         return await conn.fetchrow(
-            "INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id, user_id,"
-            " agent_version, initial, outcome, turns, prompt_tokens, completion_tokens,"
+            "WITH run AS (INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id,"
+            " user_id, agent_version, initial, outcome, turns, prompt_tokens, completion_tokens,"
             " cost_usd, error, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9,"
-            " $10, $11, $12, $13, $14, now()) RETURNING *",
+            " $10, $11, $12, $13, $14, now()) RETURNING *),"
+            " steps AS (INSERT INTO agent.run_steps (tenant, agent_id, run_id, seq, kind, turn,"
+            " tool_name, tool_call_id, arguments, result_bytes, error, prompt_tokens,"
+            " completion_tokens, cost_usd, finish_reason, duration_ms, message)"
+            " SELECT run.tenant, run.agent_id, run.run_id, t.seq, t.kind, t.turn, t.tool_name,"
+            " t.tool_call_id, t.arguments, t.result_bytes, t.error, t.prompt_tokens,"
+            " t.completion_tokens, t.cost_usd, t.finish_reason, t.duration_ms, t.message"
+            " FROM run, jsonb_to_recordset($15::jsonb) AS t(seq integer, kind text,"
+            " turn integer, tool_name text, tool_call_id text, arguments text,"
+            " result_bytes integer, error text, prompt_tokens bigint, completion_tokens bigint,"
+            " cost_usd double precision, finish_reason text, duration_ms double precision,"
+            " message jsonb)),"
+            " session AS (INSERT INTO agent.sessions AS s (tenant, agent_id, session_id, user_id,"
+            " message_count) SELECT $1, $2, $4, $6, $16 WHERE $16 > 0"
+            " ON CONFLICT (tenant, agent_id, session_id) DO UPDATE"
+            " SET message_count = s.message_count + $16, updated_at = now()"
+            " WHERE s.user_id = $6 OR $6 = '' RETURNING message_count),"
+            " appended AS (INSERT INTO agent.messages (tenant, agent_id, session_id, seq,"
+            " message, run_id) SELECT $1, $2, $4, session.message_count - $16 + m.n, m.message,"
+            " $3 FROM session, jsonb_array_elements($17::jsonb) WITH ORDINALITY AS m(message, n))"
+            " SELECT * FROM run",
             tenant,
             agent_id,
             run_id,
@@ -236,6 +251,9 @@ class RunsStore(PgStore):
             completion_tokens,
             cost_usd,
             error,
+            json.dumps([step_json(s) for s in steps]),
+            len(session_messages),
+            json.dumps([message_json(m) for m in session_messages]),
         )
 
     async def get_run(self, tenant: str, agent_id: str, run_id: str) -> Row | None:

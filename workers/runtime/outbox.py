@@ -120,6 +120,42 @@ class Outbox:
         )
         return StagedEvent(row_id, tenant, event, type_name, payload, staged_id, kept)
 
+    async def stage_many(
+        self,
+        conn: asyncpg.Connection,
+        ctx: Context,
+        events: Sequence[tuple[EventName, Message, str]],
+    ) -> list[StagedEvent]:
+        """`stage` of several events (each with its msg_id) in one statement, in their order:
+        a change that reports more than one event pays one round trip for them."""
+        if not events:
+            return []
+        for event, _, _ in events:
+            if event.component != ctx.component:
+                raise ValueError(f"{ctx.component} cannot publish {event}")
+        kept = {k: v for k, v in ctx.forward_headers().items() if k != HEADER_TIMEOUT_MS}
+        types = [message.DESCRIPTOR.full_name for _, message, _ in events]
+        payloads = [message.SerializeToString() for _, message, _ in events]
+        rows = await conn.fetch(
+            "INSERT INTO aifleet.outbox"
+            " (msg_id, tenant, component, event, type, payload, headers)"
+            " SELECT m, $1, c, e, t, p, $7::jsonb FROM unnest($2::text[], $3::text[],"
+            " $4::text[], $5::text[], $6::bytea[]) WITH ORDINALITY AS u(m, c, e, t, p, n)"
+            " ORDER BY n RETURNING id, msg_id",
+            ctx.tenant,
+            [msg_id for _, _, msg_id in events],
+            [event.component for event, _, _ in events],
+            [event.event for event, _, _ in events],
+            types,
+            payloads,
+            json.dumps(kept),
+        )
+        ids = {r["msg_id"]: r["id"] for r in rows}
+        return [
+            StagedEvent(ids[msg_id], ctx.tenant, event, type_name, payload, msg_id, kept)
+            for (event, _, msg_id), type_name, payload in zip(events, types, payloads, strict=True)
+        ]
+
     async def publish(self, staged: StagedEvent | Sequence[StagedEvent]) -> int:
         """Publish committed events now and forget them; returns how many went. Never raises:
         what could not be published (or forgotten) stays for the flusher."""
