@@ -146,12 +146,17 @@ class MiniLM:
         Rows are sorted by token count and run in chunks (see TOKENS_PER_RUN), so a chunk's
         padding is small and memory stays bounded whatever the batch size.
         """
+        return self.embed_counted(texts)[0]
+
+    def embed_counted(self, texts: Sequence[str]) -> tuple[Vectors, int]:
+        """`embed`, and the tokens the model read (what `count_tokens` sums), from one
+        tokenization."""
         encodings = self._encode(texts)
         lengths = [len(e.ids) for e in encodings]
         out = np.empty((len(encodings), DIMENSIONS), dtype=np.float32)
         for rows in chunks(sorted(range(len(lengths)), key=lengths.__getitem__), lengths):
             out[rows] = self._run([encodings[i] for i in rows])
-        return out
+        return out, sum(lengths)
 
     def _encode(self, texts: Sequence[str]) -> list[Encoding]:
         if isinstance(texts, str):
