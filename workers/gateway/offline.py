@@ -185,7 +185,7 @@ class AifleetProvider(CustomLLM):
 
         def run() -> tuple[Any, int]:
             embedder = self._embedder()  # loads the model on first use, off the event loop
-            return embedder.embed(texts), sum(embedder.count_tokens(texts))
+            return embedder.embed_counted(texts)
 
         vectors, tokens = await asyncio.to_thread(run)
         model_response.data = [

@@ -28,7 +28,7 @@ from schemas.errors import (
 from schemas.v1.gateway_pb2 import Deployment, ModelInfo, Usage
 from workers.gateway.config import GatewayConfig
 from workers.gateway.embedding import MiniLM
-from workers.gateway.offline import PROVIDER, AifleetProvider
+from workers.gateway.offline import EMBEDDING_MODEL, PROVIDER, AifleetProvider
 from workers.runtime.config import ConfigurationError
 
 litellm.suppress_debug_info = True
@@ -71,9 +71,8 @@ class ModelRouter:
         self._embedder: MiniLM | None = None
         self._embedder_lock = threading.Lock()
         self._embed_threads = embed_threads or None
-        litellm.custom_provider_map = [
-            {"provider": PROVIDER, "custom_handler": AifleetProvider(self.local_embedder)}
-        ]
+        self._provider = AifleetProvider(self.local_embedder)
+        litellm.custom_provider_map = [{"provider": PROVIDER, "custom_handler": self._provider}]
         litellm.custom_llm_provider_map_handlers = {}  # re-read the map for this router
         settings = {**_ROUTER_DEFAULTS, **config.router_settings}
         try:
@@ -98,6 +97,24 @@ class ModelRouter:
             self._modes.setdefault(
                 d["model_name"], str(info.get("mode") or known.get("mode") or "chat")
             )
+        self._in_process = self._in_process_embedding()
+
+    def _in_process_embedding(self) -> dict[str, str]:
+        """Aliases served by the in-process embedding model alone (one deployment, no
+        fallbacks), with that deployment's id. These are embedded without the Router: it has
+        nothing to choose, retry or cool down for a model in this process, and its per-call work
+        (logging payloads, cost lookups, cooldown reads in Redis) cost ~10 ms of CPU a call,
+        more than embedding a sentence (benchmarks/README.md, RAG ingest)."""
+        groups: dict[str, list[tuple[str, Answerer]]] = {}
+        for model_id, who in self._by_id.items():
+            groups.setdefault(who.alias, []).append((model_id, who))
+        return {
+            alias: found[0][0]
+            for alias, found in groups.items()
+            if len(found) == 1
+            and found[0][1].model == f"{PROVIDER}/{EMBEDDING_MODEL}"
+            and not self._fallbacks.get(alias)
+        }
 
     def local_embedder(self) -> MiniLM:
         """The offline embedding model, loaded on first use (~100 MB; a gateway that never
@@ -165,6 +182,11 @@ class ModelRouter:
     async def embed(
         self, alias: str, texts: list[str], dimensions: int | None, timeout: float
     ) -> EmbeddingResponse:
+        model_id = self._in_process.get(alias)
+        if model_id is not None and not dimensions:
+            response = await self._provider.aembedding(EMBEDDING_MODEL, texts, EmbeddingResponse())
+            response._hidden_params = {"model_id": model_id}
+            return response
         extra: dict[str, Any] = {"dimensions": dimensions} if dimensions else {}
         response = await self.router.aembedding(model=alias, input=texts, timeout=timeout, **extra)
         assert isinstance(response, EmbeddingResponse)
