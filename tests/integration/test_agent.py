@@ -85,6 +85,18 @@ async def make_tool(agents: Agents, definition: dict[str, object], tool_id: str)
     await agents("tool_create", {"tool_id": tool_id, "tool": definition})
 
 
+async def forced_lookup_agent(agents: Agents, tools_server: ToolServer, agent_id: str) -> None:
+    """An agent whose model must call the `lookup` HTTP tool (the local tool server)."""
+    await make_tool(agents, http_tool(tools_server.base_url), "lookup")
+    await agents(
+        "create_agent",
+        {
+            "agent_id": agent_id,
+            "agent": {"name": agent_id, "tools": ["lookup"], "tool_choice": "required"},
+        },
+    )
+
+
 async def event_count(nc: NATS, tenant: str, event: str) -> int:
     info = await nc.jetstream().stream_info(
         STREAM_EVENTS, subjects_filter=event_subject(tenant, "agent", event)
@@ -97,14 +109,7 @@ async def test_offline_model_drives_a_run_through_a_forced_tool_call_to_an_answe
 ) -> None:
     """No key: the offline model calls the forced tool, the HTTP tool runs, then it answers."""
     before = tools_server.count("/echo/")
-    await make_tool(agents, http_tool(tools_server.base_url), "lookup")
-    await agents(
-        "create_agent",
-        {
-            "agent_id": "demo",
-            "agent": {"name": "Demo", "tools": ["lookup"], "tool_choice": "required"},
-        },
-    )
+    await forced_lookup_agent(agents, tools_server, "demo")
     answer = await agents("chat", {"agent_id": "demo", "message": "find cats"})
     assert answer.outcome == "completed"
     assert (answer.turns, answer.tool_calls) == (2, 1)
@@ -129,14 +134,7 @@ async def test_a_turn_stores_its_run_steps_and_every_message_it_made_together(
 ) -> None:
     """The user's message, the tool call, its result and the answer are the session's
     messages in order; the run's steps carry the time the run finished."""
-    await make_tool(agents, http_tool(tools_server.base_url), "lookup")
-    await agents(
-        "create_agent",
-        {
-            "agent_id": "keep",
-            "agent": {"name": "K", "tools": ["lookup"], "tool_choice": "required"},
-        },
-    )
+    await forced_lookup_agent(agents, tools_server, "keep")
     answer = await agents("chat", {"agent_id": "keep", "message": "find dogs"})
     session = await agents("get_session", {"agent_id": "keep", "session_id": answer.session_id})
     assert [m.message.role for m in session.messages] == ["user", "assistant", "tool", "assistant"]

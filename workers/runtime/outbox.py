@@ -85,8 +85,7 @@ class Outbox:
         msg_id: str | None = None,
     ) -> StagedEvent:
         """Write `event` in the transaction `conn` is in, for the request `ctx` serves."""
-        if event.component != ctx.component:
-            raise ValueError(f"{ctx.component} cannot publish {event}")
+        _check_own(ctx, event)
         return await self.stage_for(
             conn, ctx.tenant, event, message, headers=ctx.forward_headers(), msg_id=msg_id
         )
@@ -102,7 +101,7 @@ class Outbox:
         msg_id: str | None = None,
     ) -> StagedEvent:
         """`stage` for work that serves no request (a batch of several requests, a rebuild)."""
-        kept = {k: v for k, v in (headers or {}).items() if k != HEADER_TIMEOUT_MS}
+        kept = _kept(headers or {})
         staged_id = msg_id or f"{event.component}-{uuid.uuid4().hex}"
         type_name = message.DESCRIPTOR.full_name
         payload = message.SerializeToString()
@@ -131,9 +130,8 @@ class Outbox:
         if not events:
             return []
         for event, _, _ in events:
-            if event.component != ctx.component:
-                raise ValueError(f"{ctx.component} cannot publish {event}")
-        kept = {k: v for k, v in ctx.forward_headers().items() if k != HEADER_TIMEOUT_MS}
+            _check_own(ctx, event)
+        kept = _kept(ctx.forward_headers())
         types = [message.DESCRIPTOR.full_name for _, message, _ in events]
         payloads = [message.SerializeToString() for _, message, _ in events]
         rows = await conn.fetch(
@@ -229,3 +227,14 @@ class Outbox:
             dict(event.headers),
             msg_id=event.msg_id,
         )
+
+
+def _check_own(ctx: Context, event: EventName) -> None:
+    """A component stages only its own events."""
+    if event.component != ctx.component:
+        raise ValueError(f"{ctx.component} cannot publish {event}")
+
+
+def _kept(headers: dict[str, str]) -> dict[str, str]:
+    """The request's headers an event carries: all but its deadline (an event outlives it)."""
+    return {k: v for k, v in headers.items() if k != HEADER_TIMEOUT_MS}
