@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from workers.gateway.embedding import TokenBudget
 
@@ -22,6 +23,13 @@ def holder(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
 
 
 def test_small_runs_hold_the_budget_side_by_side() -> None:
@@ -61,7 +69,7 @@ def test_a_waiting_large_run_is_not_overtaken() -> None:
     threads = [holder(budget, 1024, entered[0], leaves[0])]
     assert entered[0].wait(5)
     threads.append(holder(budget, 2048, entered[1], leaves[1]))
-    time.sleep(0.1)  # the large run is queued first
+    until(lambda: budget.waiting == 1)  # the large run is queued first
     threads.append(holder(budget, 512, entered[2], leaves[2]))
     assert not entered[2].wait(0.2)
     leaves[0].set()

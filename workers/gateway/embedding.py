@@ -108,6 +108,12 @@ class TokenBudget:
         self._queue: deque[object] = deque()
         self._changed = threading.Condition()
 
+    @property
+    def waiting(self) -> int:
+        """Runs waiting for their turn."""
+        with self._changed:
+            return len(self._queue)
+
     @contextmanager
     def hold(self, tokens: int) -> Iterator[None]:
         tokens = min(tokens, self.tokens)
