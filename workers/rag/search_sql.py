@@ -38,6 +38,7 @@ import asyncpg
 
 from workers.rag.filters import compile_filters
 from workers.rag.records import Hit
+from workers.runtime.postgres import lock_key, session_lock
 
 FIRST_FILTER_PARAM = 9
 # Chunks the keyword leg scores at most (see above); AIFLEET_RAG_KEYWORD_CANDIDATES.
@@ -46,6 +47,8 @@ KEYWORD_CANDIDATES = 1000
 MAX_VECTOR_INDEX_DIMS = 2000
 MAX_HALFVEC_INDEX_DIMS = 4000
 MAX_DIMS = 16000
+# Replicas starting together build the vector index once.
+VECTOR_INDEX_LOCK = lock_key("aifleet.rag.vector_index")
 # HNSW build parameters. Measured on 100k MiniLM chunks of one tenant among 190k (benchmarks/
 # rag_scale.py, iterative scan): m 16 / ef_construction 64 (pgvector's defaults) gave recall@10
 # 0.967 at ef_search 100, 0.988 at 200; ef_construction 200 gives 0.992 and 0.9995, for a build
@@ -273,13 +276,9 @@ async def ensure_vector_index(pool: asyncpg.Pool, v: VectorSql) -> bool:
     Returns False when the dimension is too large for any pgvector index (exact search)."""
     if not v.indexed:
         return False
-    async with pool.acquire() as conn:
-        # Replicas starting together: one builds, the others wait and find it valid.
-        await conn.execute("SELECT pg_advisory_lock(hashtext('aifleet.rag.vector_index'))")
-        try:
-            await _build_index(conn, v)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtext('aifleet.rag.vector_index'))")
+    # Replicas starting together: one builds, the others wait and find it valid.
+    async with pool.acquire() as conn, session_lock(conn, VECTOR_INDEX_LOCK):
+        await _build_index(conn, v)
     return True
 
 
