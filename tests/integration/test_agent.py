@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedValkey
 from schemas.errors import NotFound, PermissionDenied, RateLimited
-from schemas.v1.agent_pb2 import Task
+from schemas.v1.agent_pb2 import AgentRunFinishedEvent, Task
 from subjects import STREAM_EVENTS, event_subject
+from subjects.events import AGENT_RUN_FINISHED
 from tests.support.agent import (
     LOOPER,
     SCRIPTED,
@@ -26,6 +28,7 @@ from tests.support.agent import (
     running_agents,
     script,
 )
+from tests.support.events import stored_events
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import operations
 from tests.support.polling import eventually
@@ -130,10 +133,11 @@ async def test_offline_model_drives_a_run_through_a_forced_tool_call_to_an_answe
 
 
 async def test_a_turn_stores_its_run_steps_and_every_message_it_made_together(
-    agents: Agents, tools_server: ToolServer
+    agents: Agents, tools_server: ToolServer, nc: NATS
 ) -> None:
     """The user's message, the tool call, its result and the answer are the session's
-    messages in order; the run's steps carry the time the run finished."""
+    messages in order; the run's steps carry the time the run finished, which follows its
+    start; its event reports the run as stored."""
     await forced_lookup_agent(agents, tools_server, "keep")
     answer = await agents("chat", {"agent_id": "keep", "message": "find dogs"})
     session = await agents("get_session", {"agent_id": "keep", "session_id": answer.session_id})
@@ -143,6 +147,13 @@ async def test_a_turn_stores_its_run_steps_and_every_message_it_made_together(
     run = await agents("get_run", {"agent_id": "keep", "run_id": answer.run_id})
     assert len(run.steps) == 3
     assert {s.created_at.ToDatetime() for s in run.steps} == {run.run.finished_at.ToDatetime()}
+    assert run.run.started_at.ToDatetime() < run.run.finished_at.ToDatetime()
+
+    async def finished_event() -> list[Msg]:
+        return await stored_events(nc, agents.tenant, AGENT_RUN_FINISHED)
+
+    msgs = await eventually(finished_event, timeout=10, what="the run's event")
+    assert [AgentRunFinishedEvent.FromString(m.data).run for m in msgs] == [run.run]
 
 
 async def test_a_session_keeps_the_history_and_the_client_sends_only_the_new_message(

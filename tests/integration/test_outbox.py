@@ -104,6 +104,28 @@ async def test_events_staged_together_are_published_in_their_order_with_their_id
     assert await rows(pool, tenant) == 0
 
 
+async def test_events_written_in_the_callers_statement_exist_exactly_with_its_change(
+    outbox: Outbox, pool: asyncpg.Pool, nc: NATS, tenant: str
+) -> None:
+    """event_rows puts the events in a statement of the caller's (a CTE, its parameters
+    numbered after the caller's): a statement that fails writes none, one that succeeds
+    writes them all, and they publish in their order."""
+    ctx, _ = context(tenant=tenant, component="cache")
+    events = [(CACHE_INVALIDATED, CacheInvalidatedEvent(reason=r), f"{tenant}-{r}") for r in "ab"]
+    rows_sql = outbox.event_rows(ctx, events, 2)
+    statement = f"WITH staged AS ({rows_sql.sql}) SELECT ARRAY(SELECT id FROM staged), 1 / $1"  # noqa: S608
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await pool.fetchrow(statement, 0, *rows_sql.args)
+    assert await rows(pool, tenant) == 0
+    ids = (await pool.fetchrow(statement, 1, *rows_sql.args))[0]
+    staged = rows_sql.staged(ids)
+    assert [s.msg_id for s in staged] == [f"{tenant}-a", f"{tenant}-b"]
+    assert await outbox.publish(staged) == 2
+    msgs = await events_of(nc, tenant)
+    assert [CacheInvalidatedEvent.FromString(m.data).reason for m in msgs] == ["a", "b"]
+    assert await rows(pool, tenant) == 0
+
+
 async def test_a_component_cannot_stage_another_components_events(
     outbox: Outbox, pool: asyncpg.Pool, tenant: str
 ) -> None:

@@ -6,11 +6,12 @@ stores every step, publishes it as an event and, for streamed chats, passes it o
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.message import Message
@@ -54,6 +55,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def run_finished(ctx: Context, run: Any) -> tuple[EventName, Message, str]:
+    """A finished run's event and its msg_id (one per run)."""
+    return (
+        AGENT_RUN_FINISHED,
+        AgentRunFinishedEvent(run=convert.run(run)),
+        f"agent-run:{ctx.tenant}:{run['run_id']}",
+    )
+
+
 @dataclass
 class Recorder:
     """Stores each step as it is done with its event (the fleet's outbox, published after the
@@ -73,6 +83,8 @@ class Recorder:
     # a crashed worker's request is lost with it, only tasks resume from stored steps).
     buffered: bool = False
     pending: list[Step] = field(default_factory=list)
+    # A buffered run's start (its row is written at its end).
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     async def step(self, step: Step) -> None:
         if self.buffered:
@@ -272,41 +284,55 @@ class Runner:
             "cost_usd": result.state.cost_usd,
             "error": result.error.message if result.error else "",
         }
-        events: list[tuple[EventName, Message, str]] = []
-        async with self.runs.pool.acquire() as conn, conn.transaction():
-            if recorder.buffered:  # the run and its steps are written now, at its end
-                finished = await self.runs.record_run(
-                    ctx.tenant,
-                    row["agent_id"],
-                    recorder.run_id,
-                    agent_version=row["version"],
-                    initial=initial,
-                    steps=recorder.pending,
-                    session_id=recorder.session_id,
-                    task_id=recorder.task_id,
-                    user=access.user_of(ctx),
-                    conn=conn,
-                    session_messages=session_messages() if session_messages else (),
-                    **end,
-                )
-                events.extend(
-                    recorder.step_event(step, finished["finished_at"]) for step in recorder.pending
-                )
-            else:
+        if recorder.buffered:  # the run and its steps are written now, at its end
+            messages = session_messages() if session_messages else ()
+            finished, staged = await self._record(ctx, row, recorder, initial, messages, end)
+        else:
+            async with self.runs.pool.acquire() as conn, conn.transaction():
                 finished = await self.runs.finish_run(
                     ctx.tenant, row["agent_id"], recorder.run_id, conn=conn, **end
                 )
-            events.append(
-                (
-                    AGENT_RUN_FINISHED,
-                    AgentRunFinishedEvent(run=convert.run(finished)),
-                    f"agent-run:{ctx.tenant}:{recorder.run_id}",
-                )
-            )
-            staged = await self.outbox.stage_many(conn, ctx, events)
+                staged = await self.outbox.stage_many(conn, ctx, [run_finished(ctx, finished)])
         recorder.publish(staged)
         await recorder.finished()
         return result, finished
+
+    async def _record(
+        self,
+        ctx: Context,
+        row: Any,
+        recorder: Recorder,
+        initial: Sequence[ChatMessage],
+        session_messages: Sequence[ChatMessage],
+        end: dict[str, Any],
+    ) -> tuple[dict[str, Any], list[StagedEvent]]:
+        """A buffered run's end: the run, its steps, the session's new messages and every
+        event in one statement. Its times are the worker's (begun when the recorder was made,
+        finished now), so the events can be built before the statement."""
+        finished: dict[str, Any] = {
+            "run_id": recorder.run_id,
+            "agent_id": row["agent_id"],
+            "session_id": recorder.session_id,
+            "task_id": recorder.task_id,
+            "agent_version": row["version"],
+            "started_at": recorder.started_at,
+            "finished_at": datetime.now(UTC),
+            **end,
+        }
+        events: list[tuple[EventName, Message, str]] = [
+            recorder.step_event(s, finished["finished_at"]) for s in recorder.pending
+        ]
+        events.append(run_finished(ctx, finished))
+        staged = await self.runs.record_run(
+            ctx.tenant,
+            finished,
+            user=access.user_of(ctx),
+            initial=initial,
+            steps=recorder.pending,
+            session_messages=session_messages,
+            events=functools.partial(self.outbox.event_rows, ctx, events),
+        )
+        return finished, staged
 
     async def start(
         self, ctx: Context, row: Any, run_id: str, initial: Sequence[ChatMessage], **ids: str

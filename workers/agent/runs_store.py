@@ -8,13 +8,14 @@ rebuilt from `runs.initial` plus its steps after a crash (`loop.RunState.resume`
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from schemas.v1.common_pb2 import ChatMessage
 from workers.agent.loop import Step
 from workers.agent.messages import message_json, message_of
 from workers.agent.store import PgStore
+from workers.runtime.outbox import EventRows, StagedEvent
 
 Row = Any
 Db = Any  # an asyncpg pool or a connection in a transaction
@@ -185,44 +186,39 @@ class RunsStore(PgStore):
     async def record_run(
         self,
         tenant: str,
-        agent_id: str,
-        run_id: str,
+        run: Mapping[str, Any],
         *,
-        agent_version: int,
+        user: str,
         initial: Sequence[ChatMessage],
         steps: Sequence[Step],
-        session_id: str,
-        task_id: str,
-        user: str,
-        outcome: str,
-        turns: int,
-        prompt_tokens: int,
-        completion_tokens: int,
-        cost_usd: float,
-        error: str,
-        conn: Db,
-        session_messages: Sequence[ChatMessage] = (),
-    ) -> Row:
-        """Store a run that has ended with its steps, and append `session_messages` to its
-        session, in one statement: a chat turn's run is written once, at its end (`start_run`,
-        `add_step`, `finish_run` and the session's write together). The steps' `created_at`
-        is the transaction's time, the run's `finished_at`.
+        session_messages: Sequence[ChatMessage],
+        events: Callable[[int], EventRows],
+    ) -> list[StagedEvent]:
+        """Store a run that has ended (`run`: its columns, times included) with its steps,
+        append `session_messages` to its session and write the outbox rows of
+        `events(first_parameter)`, in one statement and so with no transaction around it; a
+        chat turn's run is written once, at its end (`start_run`, `add_step`, `finish_run`,
+        the session's write and the events together). Returns the events, staged. The
+        steps' `created_at` is the run's `finished_at`.
 
         The session is created with its first messages, or its count raised under its row
         lock and the messages numbered after its previous last one (concurrent turns of one
         session do not interleave numbers); another user's session (taken meanwhile) gets
         none."""
-        return await conn.fetchrow(
-            "WITH run AS (INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id,"
+        outbox = events(20)
+        ids: list[int] = await self.pool.fetchval(
+            "WITH run AS (INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id,"  # noqa: S608 (the kit's outbox SQL)
             " user_id, agent_version, initial, outcome, turns, prompt_tokens, completion_tokens,"
-            " cost_usd, error, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9,"
-            " $10, $11, $12, $13, $14, now()) RETURNING *),"
+            " cost_usd, error, started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+            " $8::jsonb, $9, $10, $11, $12, $13, $14, $18, $19) RETURNING tenant, agent_id,"
+            " run_id, finished_at),"
             " steps AS (INSERT INTO agent.run_steps (tenant, agent_id, run_id, seq, kind, turn,"
             " tool_name, tool_call_id, arguments, result_bytes, error, prompt_tokens,"
-            " completion_tokens, cost_usd, finish_reason, duration_ms, message)"
+            " completion_tokens, cost_usd, finish_reason, duration_ms, message, created_at)"
             " SELECT run.tenant, run.agent_id, run.run_id, t.seq, t.kind, t.turn, t.tool_name,"
             " t.tool_call_id, t.arguments, t.result_bytes, t.error, t.prompt_tokens,"
-            " t.completion_tokens, t.cost_usd, t.finish_reason, t.duration_ms, t.message"
+            " t.completion_tokens, t.cost_usd, t.finish_reason, t.duration_ms, t.message,"
+            " run.finished_at"
             " FROM run, jsonb_to_recordset($15::jsonb) AS t(seq integer, kind text,"
             " turn integer, tool_name text, tool_call_id text, arguments text,"
             " result_bytes integer, error text, prompt_tokens bigint, completion_tokens bigint,"
@@ -235,26 +231,31 @@ class RunsStore(PgStore):
             " WHERE s.user_id = $6 OR $6 = '' RETURNING message_count),"
             " appended AS (INSERT INTO agent.messages (tenant, agent_id, session_id, seq,"
             " message, run_id) SELECT $1, $2, $4, session.message_count - $16 + m.n, m.message,"
-            " $3 FROM session, jsonb_array_elements($17::jsonb) WITH ORDINALITY AS m(message, n))"
-            " SELECT * FROM run",
+            " $3 FROM session, jsonb_array_elements($17::jsonb) WITH ORDINALITY AS m(message, n)),"
+            f" staged AS ({outbox.sql})"
+            " SELECT ARRAY(SELECT id FROM staged) FROM run",
             tenant,
-            agent_id,
-            run_id,
-            session_id,
-            task_id,
+            run["agent_id"],
+            run["run_id"],
+            run["session_id"],
+            run["task_id"],
             user,
-            agent_version,
+            run["agent_version"],
             json.dumps([message_json(m) for m in initial]),
-            outcome,
-            turns,
-            prompt_tokens,
-            completion_tokens,
-            cost_usd,
-            error,
+            run["outcome"],
+            run["turns"],
+            run["prompt_tokens"],
+            run["completion_tokens"],
+            run["cost_usd"],
+            run["error"],
             json.dumps([step_json(s) for s in steps]),
             len(session_messages),
             json.dumps([message_json(m) for m in session_messages]),
+            run["started_at"],
+            run["finished_at"],
+            *outbox.args,
         )
+        return outbox.staged(ids)
 
     async def get_run(self, tenant: str, agent_id: str, run_id: str) -> Row | None:
         return await self.pool.fetchrow(

@@ -18,9 +18,9 @@ import asyncio
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from google.protobuf.message import Message
@@ -51,6 +51,23 @@ class StagedEvent:
     payload: bytes
     msg_id: str
     headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRows:
+    """Events to write within a caller's statement: `sql` (an INSERT ... RETURNING id, for a
+    CTE) with `args`; `staged` turns the ids it returned into the events to publish."""
+
+    sql: str
+    args: list[Any]
+    events: list[StagedEvent]  # ids not known yet
+
+    def staged(self, ids: Sequence[int]) -> list[StagedEvent]:
+        """The events with their row ids (rows are inserted in the events' order, so the ids
+        ascend with it, however the statement returned them)."""
+        if len(ids) != len(self.events):
+            raise RuntimeError(f"{len(ids)} outbox rows written for {len(self.events)} events")
+        return [replace(e, id=i) for e, i in zip(self.events, sorted(ids), strict=True)]
 
 
 class Outbox:
@@ -129,30 +146,50 @@ class Outbox:
         a change that reports more than one event pays one round trip for them."""
         if not events:
             return []
+        rows = self.event_rows(ctx, events)
+        return rows.staged([r["id"] for r in await conn.fetch(rows.sql, *rows.args)])
+
+    def event_rows(
+        self,
+        ctx: Context,
+        events: Sequence[tuple[EventName, Message, str]],
+        first: int = 1,
+    ) -> EventRows:
+        """`stage_many` as SQL for a statement of the caller's, its parameters numbered from
+        `first`: a change written in one statement takes its events with it (a data-modifying
+        CTE), with no transaction around it and no round trip of their own."""
         for event, _, _ in events:
             _check_own(ctx, event)
         kept = _kept(ctx.forward_headers())
-        types = [message.DESCRIPTOR.full_name for _, message, _ in events]
-        payloads = [message.SerializeToString() for _, message, _ in events]
-        rows = await conn.fetch(
-            "INSERT INTO aifleet.outbox"
-            " (msg_id, tenant, component, event, type, payload, headers)"
-            " SELECT m, $1, c, e, t, p, $7::jsonb FROM unnest($2::text[], $3::text[],"
-            " $4::text[], $5::text[], $6::bytea[]) WITH ORDINALITY AS u(m, c, e, t, p, n)"
-            " ORDER BY n RETURNING id, msg_id",
-            ctx.tenant,
-            [msg_id for _, _, msg_id in events],
-            [event.component for event, _, _ in events],
-            [event.event for event, _, _ in events],
-            types,
-            payloads,
-            json.dumps(kept),
-        )
-        ids = {r["msg_id"]: r["id"] for r in rows}
-        return [
-            StagedEvent(ids[msg_id], ctx.tenant, event, type_name, payload, msg_id, kept)
-            for (event, _, msg_id), type_name, payload in zip(events, types, payloads, strict=True)
+        staged = [
+            StagedEvent(
+                0,
+                ctx.tenant,
+                event,
+                message.DESCRIPTOR.full_name,
+                message.SerializeToString(),
+                msg_id,
+                kept,
+            )
+            for event, message, msg_id in events
         ]
+        p = [f"${first + i}" for i in range(7)]  # parameter numbers: nothing else is formatted
+        return EventRows(
+            "INSERT INTO aifleet.outbox (msg_id, tenant, component, event, type, payload, headers)"  # noqa: S608
+            f" SELECT m, {p[0]}, c, e, t, p, {p[6]}::jsonb FROM unnest({p[1]}::text[],"
+            f" {p[2]}::text[], {p[3]}::text[], {p[4]}::text[], {p[5]}::bytea[])"
+            " WITH ORDINALITY AS u(m, c, e, t, p, n) ORDER BY n RETURNING id",
+            [
+                ctx.tenant,
+                [e.msg_id for e in staged],
+                [e.event.component for e in staged],
+                [e.event.event for e in staged],
+                [e.type for e in staged],
+                [e.payload for e in staged],
+                json.dumps(kept),
+            ],
+            staged,
+        )
 
     async def publish(self, staged: StagedEvent | Sequence[StagedEvent]) -> int:
         """Publish committed events now and forget them; returns how many went. Never raises:
