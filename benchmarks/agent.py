@@ -6,16 +6,19 @@
 Embedded nats-server (the repository's config), PostgreSQL and Valkey; the fake OpenAI server
 in a process of its own answering every request after a fixed delay; one worker process
 `aifleet worker agent gateway prompt cache` (uvloop), its model list pointing at the fake and
-the gateway's exact cache off. This process is the load.
+the gateway's exact cache off; or, `--processes each`, one worker process per component, as
+the fleet is deployed (the agent's turn then does not share an event loop with the gateway's
+work after its reply). This process is the load; "worker" CPU is all worker processes'.
 
 1. Overhead per turn, 1 in flight, contenders alternating, fake latency 20 ms:
    - `gateway`: `gateway.generate` over NATS with the messages a chat turn sends (the agent's
      system prompt and the user message), what a client would do without the agent;
    - `agent`: `agent.chat` in a new session (so the model gets exactly those messages): agent
-     and permission lookup, prompt.build_context over NATS, the run and its step stored with
-     their events (outbox), the session written, and the same gateway.generate.
-   The overhead is the difference of the p50s; the worker's CPU per call is measured over each
-   block (`--rounds N` for more rounds).
+     and permission lookup (prompt.build_context over NATS only when the messages might not
+     fit), the same gateway.generate, then the run and its step stored with their events
+     (outbox) and the session's messages in one statement.
+   The overhead is the best agent round's p50 minus the best gateway round's; the worker's CPU
+   per call is measured over each block (`--rounds N` for more rounds).
 2. 200 concurrent sessions against a 200 ms fake: 200 callers, each chatting in its own
    session turn after turn for a fixed time: turns/s against the ideal (200 / 0.2 s = 1000/s)
    and p50/p99 per turn; the same 200 callers on `gateway.generate` directly as the baseline.
@@ -137,12 +140,14 @@ async def measure(
         "AIFLEET_CONCURRENCY": "512",
         "AIFLEET_LOG_LEVEL": "WARNING",
     }
-    worker = spawn(["agent", "gateway", "prompt", "cache"], env, tmp / "worker.log")
+    components = ["agent", "gateway", "prompt", "cache"]
+    groups = [components] if args.processes == "one" else [[c] for c in components]
+    workers = [spawn(g, env, tmp / f"worker-{'-'.join(g)}.log") for g in groups]
     nc = await nats.connect(urls["nats"])
     try:
         fake.fault("*", Fault(delay=0.02, times=None))
         await until_ready(nc)
-        cpu = Cpu({"load": psutil.Process(), "worker": psutil.Process(worker.pid)})
+        cpu = Cpu({"load": psutil.Process(), "worker": [psutil.Process(w.pid) for w in workers]})
         direct = over_nats(
             nc,
             "generate",
@@ -182,16 +187,27 @@ async def measure(
             result = await cpu.per_request(lanes(round_robin(calls), SESSIONS, args.seconds))
             result["vs_ideal"] = round(result.get("per_second", 0) / (SESSIONS / SLOW_PROVIDER), 3)
             concurrent[name] = result
-        return {"turn_overhead": turn, "concurrent_sessions": concurrent}
+        return {
+            "worker_processes": args.processes,
+            "turn_overhead": turn,
+            "concurrent_sessions": concurrent,
+        }
     finally:
         await nc.close()
-        stop(worker)
+        for worker in workers:
+            stop(worker)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one short round")
     parser.add_argument("--rounds", type=int, help="rounds of part 1 (default 1 quick, else 2)")
+    parser.add_argument(
+        "--processes",
+        choices=["one", "each"],
+        default="one",
+        help="one worker process for all four components, or one per component",
+    )
     args = parser.parse_args(argv)
     rounds, args.requests, args.seconds = (1, 60, 8.0) if args.quick else (2, 150, 20.0)
     args.rounds = args.rounds or rounds

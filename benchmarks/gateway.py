@@ -152,11 +152,15 @@ async def lanes(call: Call, in_flight: int, seconds: float) -> tuple[dict[str, A
 class Cpu:
     """User + system CPU of the processes taking part, to divide by the requests served."""
 
-    def __init__(self, processes: dict[str, psutil.Process]) -> None:
-        self.processes = processes
+    def __init__(self, processes: dict[str, psutil.Process | list[psutil.Process]]) -> None:
+        self.processes = {n: p if isinstance(p, list) else [p] for n, p in processes.items()}
 
     def now(self) -> dict[str, float]:
-        return {name: sum(p.cpu_times()[:2]) for name, p in self.processes.items()}
+        """Each name's CPU seconds so far (a list of processes counts as one)."""
+        return {
+            name: sum(sum(p.cpu_times()[:2]) for p in group)
+            for name, group in self.processes.items()
+        }
 
     async def per_request(self, work: Awaitable[tuple[dict[str, Any], int]]) -> dict[str, Any]:
         before = self.now()
