@@ -24,7 +24,7 @@ SESSION_LOCK = re.compile(r"pg_advisory_lock|pg_try_advisory_lock|set_config", r
 
 def sql_texts(path: Path) -> Iterator[tuple[int, str]]:
     """(line, constant text) of the SQL given as the first argument of every query call; an
-    f-string's constant parts count, joined with a placeholder."""
+    f-string's constant parts count, each interpolation read as "x"."""
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if not (
             isinstance(node, ast.Call)

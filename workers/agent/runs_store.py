@@ -205,7 +205,28 @@ class RunsStore(PgStore):
         lock and the messages numbered after its previous last one (concurrent turns of one
         session do not interleave numbers); another user's session (taken meanwhile) gets
         none."""
-        outbox = events(20)
+        args = [
+            tenant,
+            run["agent_id"],
+            run["run_id"],
+            run["session_id"],
+            run["task_id"],
+            user,
+            run["agent_version"],
+            json.dumps([message_json(m) for m in initial]),
+            run["outcome"],
+            run["turns"],
+            run["prompt_tokens"],
+            run["completion_tokens"],
+            run["cost_usd"],
+            run["error"],
+            json.dumps([step_json(s) for s in steps]),
+            len(session_messages),
+            json.dumps([message_json(m) for m in session_messages]),
+            run["started_at"],
+            run["finished_at"],
+        ]
+        outbox = events(len(args) + 1)  # its parameters follow ours
         ids: list[int] = await self.pool.fetchval(
             "WITH run AS (INSERT INTO agent.runs (tenant, agent_id, run_id, session_id, task_id,"  # noqa: S608 (the kit's outbox SQL)
             " user_id, agent_version, initial, outcome, turns, prompt_tokens, completion_tokens,"
@@ -234,25 +255,7 @@ class RunsStore(PgStore):
             " $3 FROM session, jsonb_array_elements($17::jsonb) WITH ORDINALITY AS m(message, n)),"
             f" staged AS ({outbox.sql})"
             " SELECT ARRAY(SELECT id FROM staged) FROM run",
-            tenant,
-            run["agent_id"],
-            run["run_id"],
-            run["session_id"],
-            run["task_id"],
-            user,
-            run["agent_version"],
-            json.dumps([message_json(m) for m in initial]),
-            run["outcome"],
-            run["turns"],
-            run["prompt_tokens"],
-            run["completion_tokens"],
-            run["cost_usd"],
-            run["error"],
-            json.dumps([step_json(s) for s in steps]),
-            len(session_messages),
-            json.dumps([message_json(m) for m in session_messages]),
-            run["started_at"],
-            run["finished_at"],
+            *args,
             *outbox.args,
         )
         return outbox.staged(ids)
