@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from workers.gateway.embedding import (
     DIMENSIONS,
     MAX_TOKENS,
     MODEL_SHA256,
+    PADDING_PER_RUN,
     TOKENIZER_FILE,
     TOKENIZER_SHA256,
     TOKENS_PER_RUN,
@@ -123,6 +125,28 @@ def test_runs_respect_the_row_and_token_limits() -> None:
     assert [len(run) for run in runs] == [CHUNK, 36, 8, 8, 4]
     assert sorted(i for run in runs for i in run) == list(range(len(lengths)))
     assert all(len(run) * max(lengths[i] for i in run) <= TOKENS_PER_RUN for run in runs)
+
+
+def test_runs_hold_rows_of_similar_lengths() -> None:
+    """A row joins a run only while the padding it puts into the run stays within the limit."""
+    lengths = [10, 12, 40, 41, 200, 60]
+    runs = chunks(sorted(range(len(lengths)), key=lengths.__getitem__), lengths)
+    assert runs == [[0, 1], [2, 3], [5], [4]]
+
+
+def test_no_run_holds_more_padding_than_the_limit() -> None:
+    """Over mixed lengths every row lands once, in ascending runs padded within the limit."""
+    rng = random.Random(7)
+    lengths = [rng.randint(3, MAX_TOKENS) for _ in range(500)] + [30] * 100
+    runs = chunks(sorted(range(len(lengths)), key=lengths.__getitem__), lengths)
+    assert sorted(i for run in runs for i in run) == list(range(len(lengths)))
+    for run in runs:
+        widths = [lengths[i] for i in run]
+        assert widths == sorted(widths)
+        assert len(run) * widths[-1] - sum(widths) <= PADDING_PER_RUN
+        assert len(run) <= CHUNK
+        assert len(run) * widths[-1] <= TOKENS_PER_RUN
+    assert max(len(run) for run in runs) == CHUNK  # equal lengths still fill a run
 
 
 def test_long_texts_in_one_call_match_texts_embedded_alone(model: MiniLM) -> None:

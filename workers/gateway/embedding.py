@@ -46,6 +46,12 @@ MAX_TOKENS = 256
 # does not grow past ~8 long rows; 64 short sentences (~30 tokens) still go in one run.
 CHUNK = 64
 TOKENS_PER_RUN = 2048
+# A run takes the next (longer) row only while the padding that puts into the run stays within
+# PADDING_PER_RUN tokens: padded positions cost the encoder as much as real ones, while on CPU a
+# run of one row costs little more per token than a run of eight. Measured in process on the
+# 2,306 CISI chunks RAG makes (4 caller threads): one call per document 77-79 -> 106-107
+# chunks/s, 64-chunk calls 77-81 -> 107-108 (benchmarks/README.md, "Embedding runs").
+PADDING_PER_RUN = 32
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
@@ -82,12 +88,22 @@ def read_verified(path: Path, expected: str) -> bytes:
 
 
 def chunks(order: list[int], lengths: list[int]) -> list[list[int]]:
-    """Split rows sorted by length into runs of at most CHUNK rows and TOKENS_PER_RUN tokens."""
+    """Split rows sorted by length into runs of at most CHUNK rows, TOKENS_PER_RUN padded
+    tokens and PADDING_PER_RUN tokens of padding (each row is padded to the run's last)."""
     runs: list[list[int]] = []
+    held = 0  # real tokens in the last run
     for i in order:
-        if not runs or len(runs[-1]) == CHUNK or (len(runs[-1]) + 1) * lengths[i] > TOKENS_PER_RUN:
+        width = lengths[i]
+        size = len(runs[-1]) if runs else CHUNK
+        if (
+            size == CHUNK
+            or (size + 1) * width > TOKENS_PER_RUN
+            or size * width - held > PADDING_PER_RUN
+        ):
             runs.append([])
+            held = 0
         runs[-1].append(i)
+        held += width
     return runs
 
 
@@ -186,8 +202,9 @@ class MiniLM:
     def embed(self, texts: Sequence[str]) -> Vectors:
         """One L2-normalised float32 row per text, in the order given; shape (len(texts), 384).
 
-        Rows are sorted by token count and run in chunks (see TOKENS_PER_RUN), so a chunk's
-        padding is small and memory stays bounded whatever the batch size.
+        Rows are sorted by token count and run in chunks of similar lengths (see CHUNK,
+        TOKENS_PER_RUN and PADDING_PER_RUN), so padding is small and memory stays bounded
+        whatever the batch size.
         """
         return self.embed_counted(texts)[0]
 
