@@ -13,7 +13,8 @@ gateway (offline: the local all-MiniLM-L6-v2) and cache, as `aifleet up` does. T
    database) sent to `gateway.embed` in batches of 64 (what the component sends), same
    concurrency. The documents are split into `--slices` interleaved slices, each ingested and
    then embedded raw right after, so both see the same machine. Reported: chunks/s of each
-   and their ratio (sums over the slices).
+   and their ratio (sums over the slices), and each phase's CPU per chunk by process (the
+   worker's event loop and its other threads, PostgreSQL, nats-server, Valkey, this client).
 2. Quality: every judged query through `rag.search` (top_k 100, distinct_documents, no cache) in
    hybrid, vector and keyword mode; next to bm25s (English stopwords, no stemming, title +
    abstract) and dense exact cosine over the same model's vectors of title + abstract (via
@@ -34,11 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from benchmarks import cisi
 from benchmarks.common import run_async
@@ -86,6 +89,38 @@ def start_worker(nats_url: str, database_url: str, redis_url: str) -> subprocess
     raise RuntimeError("the worker exited before it was ready")
 
 
+def cpu_by_process() -> Counter[str]:
+    """CPU seconds (user + system) used so far by the fleet's processes, by kind: the worker's
+    event loop and its other threads (the model's runs), PostgreSQL (postmaster and backends),
+    nats-server, Valkey, and this client."""
+    me = os.getpid()
+    used: Counter[str] = Counter()
+    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        info = process.info
+        name, cmdline, times = info["name"] or "", info["cmdline"] or [], info["cpu_times"]
+        if times is None:
+            continue
+        if process.pid == me:
+            kind = "client"
+        elif "benchmarks.rag" in cmdline and "serve" in cmdline:
+            # Its event loop (the main thread) apart from the model's and other threads.
+            loop = next((t for t in process.threads() if t.id == process.pid), None)
+            if loop is not None:
+                used["worker loop"] += loop.user_time + loop.system_time
+                used["worker threads"] -= loop.user_time + loop.system_time
+            kind = "worker threads"
+        elif name.startswith("postgres"):
+            kind = "postgres"
+        elif name.startswith("nats-server"):
+            kind = "nats-server"
+        elif name.startswith(("valkey", "redis")):
+            kind = "valkey"
+        else:
+            continue
+        used[kind] += times.user + times.system
+    return used
+
+
 async def bounded(concurrency: int, jobs: list[Any]) -> list[Any]:
     gate = asyncio.Semaphore(concurrency)
 
@@ -120,8 +155,10 @@ async def measure(
     ids = sorted(collection.documents, key=int)
     ingest_s = embed_s = 0.0
     chunks = 0
+    cpu: dict[str, Counter[str]] = {"create_document": Counter(), "raw_embed": Counter()}
     slices = [ids[i :: args.slices] for i in range(args.slices)]
     for part in slices:
+        before = cpu_by_process()
         started = time.perf_counter()
         await bounded(
             args.concurrency,
@@ -139,6 +176,7 @@ async def measure(
             ],
         )
         ingest_s += time.perf_counter() - started
+        cpu["create_document"].update(cpu_by_process() - before)
         texts = [
             r["text"]
             for r in await pool.fetch(
@@ -149,6 +187,7 @@ async def measure(
             )
         ]
         chunks += len(texts)
+        before = cpu_by_process()
         started = time.perf_counter()
         await bounded(
             args.concurrency,
@@ -160,6 +199,7 @@ async def measure(
             ],
         )
         embed_s += time.perf_counter() - started
+        cpu["raw_embed"].update(cpu_by_process() - before)
     out["ingest"] = {
         "documents": len(ids),
         "chunks": chunks,
@@ -168,6 +208,10 @@ async def measure(
         "raw_embed_chunks_per_s": round(chunks / embed_s, 1),
         "ratio": round(embed_s / ingest_s, 3),
         "concurrency": args.concurrency,
+        "cpu_ms_per_chunk": {
+            phase: {kind: round(seconds / chunks * 1000, 2) for kind, seconds in used.items()}
+            for phase, used in cpu.items()
+        },
     }
 
     # 2. quality: rag.search in three modes, then the baselines

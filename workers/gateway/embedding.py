@@ -43,14 +43,16 @@ DIMENSIONS = 384
 MAX_TOKENS = 256
 # What one `session.run` may take: at most CHUNK rows and TOKENS_PER_RUN padded tokens. Memory
 # grows with both (64 rows of 256 tokens peak at ~1.3 GB, 8 of them at ~150 MB) while texts/s
-# does not grow past ~8 long rows; 64 short sentences (~30 tokens) still go in one run.
+# does not grow past ~8 long rows; 64 short sentences (~30 tokens) of similar lengths still go
+# in one run.
 CHUNK = 64
 TOKENS_PER_RUN = 2048
 # A run takes the next (longer) row only while the padding that puts into the run stays within
 # PADDING_PER_RUN tokens: padded positions cost the encoder as much as real ones, while on CPU a
 # run of one row costs little more per token than a run of eight. Measured in process on the
 # 2,306 CISI chunks RAG makes (4 caller threads): one call per document 77-79 -> 106-107
-# chunks/s, 64-chunk calls 77-81 -> 107-108 (benchmarks/README.md, "Embedding runs").
+# chunks/s, 64-chunk calls 77-81 -> 107-108 (benchmarks/README.md, RAG, "runs of similar
+# lengths").
 PADDING_PER_RUN = 32
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
