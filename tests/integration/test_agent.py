@@ -497,12 +497,13 @@ async def test_a_user_cannot_chat_in_another_users_session(agents: Agents) -> No
 async def test_a_task_runs_as_a_job_and_the_same_task_id_is_one_task(
     agents: Agents, db: AgentDb
 ) -> None:
-    """execute answers at once with a task id; the job completes it; a repeat is the same task."""
+    """execute answers at once with a task id; the job completes it; a repeat is the same task;
+    the model reads the parameters as given."""
     await agents("create_agent", {"agent_id": "worker", "agent": {"name": "W"}})
     body = {
         "agent_id": "worker",
         "task_type": "summarize",
-        "parameters": {"text": "long"},
+        "parameters": {"text": "long", "year": 2026},
         "task_id": "job-1",
         "priority": 3,
     }
@@ -519,6 +520,7 @@ async def test_a_task_runs_as_a_job_and_the_same_task_id_is_one_task(
     assert task is not None
     assert task.progress == 1.0
     assert "summarize" in task.result
+    assert '"year": 2026}' in task.result  # the model reads 2026, not 2026.0
     assert task.priority == 3
     counts = await db.row_counts(agents.tenant)
     assert (counts["tasks"], counts["runs"]) == (1, 1)

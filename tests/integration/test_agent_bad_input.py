@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgpack
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -140,6 +141,53 @@ TOO_LARGE: dict[str, dict[str, Any]] = {
 }
 
 
+# What PostgreSQL cannot store, in a field no pattern covers: 400 naming its path (was 500).
+UNSTORABLE: dict[str, tuple[str, dict[str, Any], str]] = {
+    "agent system prompt": (
+        "create_agent",
+        {"agent": {"name": "n", "system_prompt": "a\u0000b"}},
+        "agent.system_prompt",
+    ),
+    "agent metadata": (
+        "update_agent",
+        {"agent_id": AGENT, "agent": {"name": "n", "metadata": {"k": ["ok", "\u0000"]}}},
+        "agent.metadata.k[1]",
+    ),
+    "agent metadata, infinite number": (
+        "create_agent",
+        {"agent": {"name": "n", "metadata": {"k": float("inf")}}},
+        "agent",
+    ),
+    "tool description": (
+        "tool_create",
+        {
+            "tool": {
+                "name": "n",
+                "description": "\u0000",
+                "parameters": {"type": "object"},
+                "fleet": {"operation": "cache.get"},
+            }
+        },
+        "tool.description",
+    ),
+    "task parameters": (
+        "execute",
+        {"agent_id": AGENT, "task_type": "report", "parameters": {"note": "a\u0000"}},
+        "parameters",
+    ),
+    "task parameters, infinite number": (
+        "execute",
+        {"agent_id": AGENT, "task_type": "report", "parameters": {"n": float("-inf")}},
+        "parameters",
+    ),
+    "memory metadata": (
+        "memory_insert",
+        {"agent_id": AGENT, "text": "t", "metadata": {"k\u0000": 1}},
+        "metadata",
+    ),
+}
+
+
 @pytest.fixture(scope="module")
 async def offline_agents(
     nats_server: EmbeddedNats, valkey: EmbeddedValkey, postgres: EmbeddedPostgres
@@ -213,21 +261,39 @@ async def test_missing_and_invalid_fields_are_400_and_change_nothing(
     await nothing_of(db, tenant)
 
 
+async def tenant_with_agent(nc: NATS, prefix: str) -> str:
+    """A new tenant holding the agent AGENT (archival memory on)."""
+    tenant = new_tenant(prefix)
+    client = Agents(Client(nc, timeout=30.0), tenant)
+    await client(
+        "create_agent", {"agent_id": AGENT, "agent": {"name": "A", "memory": {"archival": True}}}
+    )
+    return tenant
+
+
 @pytest.mark.parametrize("op", sorted(TOO_LARGE))
 async def test_oversized_values_are_413(
     nc: NATS, offline_agents: Worker, db: AgentDb, op: str
 ) -> None:
     """Over a component limit: 413 with the field; nothing stored."""
-    tenant = new_tenant("big")
-    client = Agents(Client(nc, timeout=30.0), tenant)
-    if op != "create_agent" and op != "tool_create":
-        await client(
-            "create_agent",
-            {"agent_id": AGENT, "agent": {"name": "A", "memory": {"archival": True}}},
-        )
+    tenant = await tenant_with_agent(nc, "big")
     before = await db.row_counts(tenant)
     msg = await wire.send(nc, tenant, "agent", op, "json", json.dumps(TOO_LARGE[op]).encode())
     assert_error(msg, "json", 413, "PAYLOAD_TOO_LARGE")
+    assert await db.row_counts(tenant) == before
+
+
+@pytest.mark.parametrize("case", sorted(UNSTORABLE))
+async def test_values_postgresql_cannot_store_are_400_naming_the_path(
+    nc: NATS, offline_agents: Worker, db: AgentDb, case: str
+) -> None:
+    """A NUL character or an infinite number is refused with its field; nothing stored."""
+    tenant = await tenant_with_agent(nc, "nul")
+    before = await db.row_counts(tenant)
+    op, body, field = UNSTORABLE[case]
+    msg = await wire.send(nc, tenant, "agent", op, "msgpack", msgpack.packb(body))
+    assert_error(msg, "msgpack", 400, "INVALID_ARGUMENT")
+    assert msgpack.unpackb(msg.data)["details"]["field"] == field
     assert await db.row_counts(tenant) == before
 
 

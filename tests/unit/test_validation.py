@@ -125,6 +125,28 @@ def test_struct_refuses_what_jsonb_cannot_hold(value: dict[str, object]) -> None
         check.struct(_struct(value), "metadata")
 
 
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ({"a": {"b": ["ok", "x\x00"]}}, "agent.a.b[1]"),
+        ({"a": {"k\x00": 1}}, "agent.a"),
+        ({"n": [1.5, math.inf]}, "agent.n[1]"),
+        ("\x00", "agent"),
+    ],
+)
+def test_jsonb_names_the_path_of_what_postgresql_cannot_store(value: Any, path: str) -> None:
+    """A NUL in a string or key, or a number that is not finite: 400 with its path."""
+    with pytest.raises(BadRequest) as raised:
+        check.jsonb(value, "agent")
+    assert raised.value.details["field"] == path
+
+
+def test_jsonb_returns_storable_values_unchanged() -> None:
+    """Nested JSON with no NUL and finite numbers passes as it is."""
+    value = {"a": [1, 2.5, "x\ny", None, True, {"b": "c"}], "": ""}
+    assert check.jsonb(value, "agent") is value
+
+
 def test_struct_refuses_deep_nesting_and_large_documents() -> None:
     """Nesting beyond max_depth is 400; JSON over max_bytes is 413."""
     nested: dict[str, object] = {"leaf": 1}

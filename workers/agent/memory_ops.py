@@ -24,9 +24,10 @@ from schemas.v1.agent_pb2 import (
 )
 from workers.agent import access, convert, memory_tools
 from workers.agent.base import Handlers
-from workers.agent.definitions import as_json, check_id
+from workers.agent.definitions import check_id
 from workers.agent.runner import definition_of
 from workers.runtime import paging as pages
+from workers.runtime import validation as check
 from workers.runtime.context import Context
 
 MAX_MEMORY_CHARS = 20_000
@@ -61,9 +62,7 @@ class MemoryHandlers(Handlers):
     async def memory_insert(self, ctx: Context, req: MemoryInsertRequest) -> MemoryInsertResponse:
         user = self.subject_user(ctx, req.user_id)
         text = self._memory_text(req.text, "text")
-        metadata = as_json(req.metadata)
-        if len(str(metadata).encode()) > MAX_METADATA_BYTES:
-            raise PayloadTooLarge("metadata is larger than 16 KiB", details={"field": "metadata"})
+        metadata = check.struct(req.metadata, "metadata", max_bytes=MAX_METADATA_BYTES)
         row = await self.agent_row(ctx, req.agent_id, "execute")
         model = self.settings.embedding_model
         vector = await memory_tools.embed(ctx, model, row["agent_id"], text)

@@ -30,11 +30,12 @@ from schemas.v1.common_pb2 import ChatMessage
 from subjects.events import AGENT_TASK_PROGRESS
 from workers.agent import access, convert, loop
 from workers.agent.base import Handlers
-from workers.agent.definitions import as_json, check_id
+from workers.agent.definitions import check_id
 from workers.agent.loop import RunState, Step
 from workers.agent.messages import message_of
 from workers.agent.runner import definition_of, new_id, system_messages
 from workers.runtime import paging as pages
+from workers.runtime import validation as check
 from workers.runtime.context import Context
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -70,9 +71,7 @@ class TaskHandlers(Handlers):
         task_id = check_id(req.task_id, "task_id", required=False)
         if req.priority > 9:
             raise BadRequest("priority must be 0 to 9", details={"field": "priority"})
-        parameters = as_json(req.parameters)
-        if len(json.dumps(parameters).encode()) > MAX_PARAMETERS_BYTES:
-            raise BadRequest("parameters are larger than 64 KiB", details={"field": "parameters"})
+        parameters = check.struct(req.parameters, "parameters", max_bytes=MAX_PARAMETERS_BYTES)
         row = await self.agent_row(ctx, req.agent_id, "execute")
         if ctx.message_id is None:
             task_id = task_id or new_id("t")

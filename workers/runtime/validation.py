@@ -218,6 +218,27 @@ def _value(value: struct_pb2.Value, field: str, depth: int) -> Any:
     return None
 
 
+def jsonb(value: Any, field: str) -> Any:
+    """`value` (plain JSON, such as a message in its JSON mapping) when PostgreSQL can store it:
+    400 naming the path of the first string or key holding a NUL character, or of a number
+    that is not finite (`struct` checks a Struct so as it converts it)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _bad(f"{field} contains a NUL character", field)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _bad(f"{field} holds a number that is not finite", field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise _bad(f"{field} has a key with a NUL character", field)
+            jsonb(item, f"{field}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            jsonb(item, f"{field}[{i}]")
+    return value
+
+
 def timestamp(ts: Timestamp, field: str) -> dt.datetime:
     """A Timestamp as an aware UTC datetime; one datetime cannot represent is 400."""
     try:
