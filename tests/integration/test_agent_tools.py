@@ -173,3 +173,27 @@ async def test_a_running_task_cancelled_stops_before_its_next_model_call(
 
 async def _asked(fake: FakeOpenAI) -> bool:
     return len(fake.requests("attacker")) >= 1
+
+
+async def test_nul_characters_from_the_model_do_not_fail_the_turn(
+    agents: Agents, fake: FakeOpenAI
+) -> None:
+    """A model's text or tool arguments holding NUL characters (PostgreSQL stores none): the
+    turn completes and what is stored and answered has U+FFFD in their place."""
+    await agents(
+        "create_agent",
+        {"agent_id": "n", "agent": {"name": "N", "model": SCRIPTED, "memory": {"archival": True}}},
+    )
+    script(
+        fake,
+        reply("a\u0000b", ("archival_memory_insert", {"content": "c\u0000d"})),
+        reply("x\u0000y"),
+    )
+    done = await agents("chat", {"agent_id": "n", "message": "hi"})
+    assert (done.outcome, done.message) == ("completed", "x\ufffdy")
+    session = await agents("get_session", {"agent_id": "n", "session_id": done.session_id})
+    stored = [m.message.content for m in session.messages]
+    assert stored[1:] == ["a\ufffdb", stored[2], "x\ufffdy"]
+    assert not any("\u0000" in text for text in stored)
+    memories = await agents("memory_list", {"agent_id": "n"})
+    assert [m.text for m in memories.memories] == ["c\ufffdd"]

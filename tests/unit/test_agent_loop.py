@@ -242,3 +242,23 @@ async def test_the_first_call_forces_the_tool_choice_and_later_ones_do_not() -> 
     limits = Limits(max_turns=5, token_cap=1000, first_tool_choice="required")
     await loop.run(start(), model, EchoTools(), Steps(), limits)
     assert [seen[2] for seen in model.seen] == ["required", "auto"]
+
+
+class BinaryTools(EchoTools):
+    """A tool whose result holds a NUL character (a binary body read as text)."""
+
+    async def run(self, c: CheckedCall) -> ToolResult:
+        self.ran.append(c.arguments)
+        return ToolResult("bytes\x00here")
+
+
+async def test_nul_characters_in_arguments_and_results_are_replaced() -> None:
+    """PostgreSQL stores no NUL: the tool gets its arguments, and the model and the record the
+    tool's result, with U+FFFD in their place."""
+    model = ScriptedModel(wants(call("echo", {"text": "a\u0000b"})), says("done"))
+    tools, rec = BinaryTools(), Steps()
+    result = await loop.run(start(), model, tools, rec, LIMITS)
+    assert result.outcome == "completed"
+    assert tools.ran == [{"text": "a\ufffdb"}]
+    assert model.seen[1][0][-1].content == "bytes\ufffdhere"
+    assert rec.steps[1].message.content == "bytes\ufffdhere"

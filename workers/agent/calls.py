@@ -15,6 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from schemas.v1.common_pb2 import ToolCall
+from workers.agent.messages import storable_json
 
 MAX_ERRORS_SHOWN = 5
 
@@ -61,7 +62,7 @@ def check_call(
     if len(raw.encode()) > max_argument_bytes:
         return refused(f"arguments are larger than {max_argument_bytes} bytes")
     try:
-        arguments = json.loads(raw) if raw.strip() else {}
+        arguments = storable_json(json.loads(raw)) if raw.strip() else {}
     except (ValueError, RecursionError) as exc:
         return refused(f"arguments are not valid JSON: {str(exc)[:200]}")
     if not isinstance(arguments, dict):

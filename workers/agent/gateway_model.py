@@ -21,6 +21,7 @@ from schemas.v1.gateway_pb2 import (
 from schemas.v1.gateway_rpc import GatewayService
 from workers.agent.calls import ToolSpec
 from workers.agent.loop import ModelReply
+from workers.agent.messages import storable, storable_message
 from workers.runtime.context import Context
 
 Delta = Callable[[str], Awaitable[None]]
@@ -99,7 +100,7 @@ class GatewayModel:
             message.CopyFrom(reply.message)
             message.role = "assistant"
             return ModelReply(
-                message,
+                storable_message(message),
                 reply.finish_reason,
                 reply.usage.prompt_tokens,
                 reply.usage.completion_tokens,
@@ -115,8 +116,9 @@ class GatewayModel:
         last = GenerateChunk()
         async for chunk in self.ctx.stream(GatewayService.GenerateStream, req):
             if chunk.delta:
-                text.append(chunk.delta)
-                await self.on_delta(chunk.delta)
+                delta = storable(chunk.delta)
+                text.append(delta)
+                await self.on_delta(delta)
             for fragment in chunk.tool_calls:
                 call = calls.setdefault(
                     fragment.index, ToolCall(type="function", function=FunctionCall())
@@ -132,7 +134,7 @@ class GatewayModel:
         for i, call in enumerate(message.tool_calls):
             call.id = call.id or f"call_{i}"
         return ModelReply(
-            message,
+            storable_message(message),
             last.finish_reason,
             last.usage.prompt_tokens,
             last.usage.completion_tokens,

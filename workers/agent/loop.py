@@ -20,6 +20,7 @@ from typing import Protocol
 from schemas.errors import ServiceError
 from schemas.v1.common_pb2 import ChatMessage, ToolCall
 from workers.agent.calls import CheckedCall, ToolSpec, check_call
+from workers.agent.messages import storable
 
 COMPLETED = "completed"
 MAX_TURNS_EXCEEDED = "max_turns_exceeded"
@@ -239,7 +240,7 @@ async def _run_calls(
             result = ToolResult(checked.error, is_error=True)
         else:
             result = await _execute(tools, checked)
-        content = result.content
+        content = storable(result.content)
         if len(content) > limits.max_result_chars:
             content = content[: limits.max_result_chars] + " …[cut]"
         message = ChatMessage(role="tool", tool_call_id=call.id, content=content)
