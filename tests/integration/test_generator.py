@@ -186,6 +186,17 @@ async def test_invalid_output_is_repaired_once_with_its_errors(
     assert "spec.name" in repair
 
 
+async def test_a_nul_character_in_the_output_is_stored_replaced(
+    gen: Generator, fake: FakeOpenAI
+) -> None:
+    """PostgreSQL stores no NUL: a generated definition holding one is kept with U+FFFD."""
+    fake.fault("attacker", answer({"name": "Nul", "system_prompt": "a\u0000b"}))
+    made = await gen("generate_agent", {"prompt": "An agent", "llm_model": SCRIPTED})
+    assert made.draft.spec["system_prompt"] == "a\ufffdb"
+    found = await gen("get_draft", {"draft_id": made.draft.draft_id})
+    assert found.draft.spec["system_prompt"] == "a\ufffdb"
+
+
 async def test_output_invalid_twice_is_422_listing_the_errors(
     gen: Generator, fake: FakeOpenAI, db: GeneratorDb, tenant: str
 ) -> None:

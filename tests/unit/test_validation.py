@@ -147,6 +147,18 @@ def test_jsonb_returns_storable_values_unchanged() -> None:
     assert check.jsonb(value, "agent") is value
 
 
+def test_storable_replaces_nul_characters_in_text_and_json() -> None:
+    """What a model or tool produced keeps its text, NUL characters as U+FFFD, keys included."""
+    assert check.storable("a\x00b\x00") == "a\ufffdb\ufffd"
+    assert check.storable("plain") == "plain"
+    value = {"k\x00": ["x\x00", 1, None, {"n": "\x00"}], "ok": True}
+    assert check.storable_json(value) == {
+        "k\ufffd": ["x\ufffd", 1, None, {"n": "\ufffd"}],
+        "ok": True,
+    }
+    check.jsonb(check.storable_json(value), "value")  # now PostgreSQL can store it
+
+
 def test_struct_refuses_deep_nesting_and_large_documents() -> None:
     """Nesting beyond max_depth is 400; JSON over max_bytes is 413."""
     nested: dict[str, object] = {"leaf": 1}

@@ -15,7 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from schemas.v1.common_pb2 import ToolCall
-from workers.agent.messages import storable_json
+from workers.runtime.validation import storable_json
 
 MAX_ERRORS_SHOWN = 5
 

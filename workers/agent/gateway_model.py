@@ -21,8 +21,9 @@ from schemas.v1.gateway_pb2 import (
 from schemas.v1.gateway_rpc import GatewayService
 from workers.agent.calls import ToolSpec
 from workers.agent.loop import ModelReply
-from workers.agent.messages import storable, storable_message
+from workers.agent.messages import storable_message
 from workers.runtime.context import Context
+from workers.runtime.validation import storable
 
 Delta = Callable[[str], Awaitable[None]]
 

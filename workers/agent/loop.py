@@ -20,7 +20,7 @@ from typing import Protocol
 from schemas.errors import ServiceError
 from schemas.v1.common_pb2 import ChatMessage, ToolCall
 from workers.agent.calls import CheckedCall, ToolSpec, check_call
-from workers.agent.messages import storable
+from workers.runtime.validation import storable
 
 COMPLETED = "completed"
 MAX_TURNS_EXCEEDED = "max_turns_exceeded"

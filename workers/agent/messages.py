@@ -7,32 +7,16 @@ from typing import Any
 from google.protobuf import json_format
 
 from schemas.v1.common_pb2 import ChatMessage
-
-
-def storable(text: str) -> str:
-    """`text` with every NUL character replaced by U+FFFD. PostgreSQL stores no NUL, and what a
-    model or a tool produced is kept as well as it can be rather than failing the run."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
-
-
-def storable_json(value: Any) -> Any:
-    """`storable` for every string (and key) of a plain JSON value."""
-    if isinstance(value, str):
-        return storable(value)
-    if isinstance(value, dict):
-        return {storable(k): storable_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [storable_json(v) for v in value]
-    return value
+from workers.runtime import validation as check
 
 
 def storable_message(message: ChatMessage) -> ChatMessage:
     """A model's message with NUL characters replaced in its text and tool calls (in place)."""
-    message.content = storable(message.content)
+    message.content = check.storable(message.content)
     for call in message.tool_calls:
-        call.id = storable(call.id)
-        call.function.name = storable(call.function.name)
-        call.function.arguments = storable(call.function.arguments)
+        call.id = check.storable(call.id)
+        call.function.name = check.storable(call.function.name)
+        call.function.arguments = check.storable(call.function.arguments)
     return message
 
 

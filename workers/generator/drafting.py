@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 
 from schemas.v1.common_pb2 import ChatMessage
 from workers.generator.settings import GeneratorSettings
+from workers.runtime import validation as check
 
 MAX_ERRORS = 20
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
@@ -84,9 +85,10 @@ def repair(content: str, errors: list[str]) -> list[ChatMessage]:
 
 
 def parse(content: str) -> tuple[dict[str, Any] | None, list[str]]:
-    """The reply as a JSON object, or the reason it is not one."""
+    """The reply as a JSON object (NUL characters replaced: PostgreSQL stores none), or the
+    reason it is not one."""
     try:
-        value = json.loads(content)
+        value = check.storable_json(json.loads(content))
     except ValueError as exc:
         return None, [f"the reply is not JSON: {exc}"[:300]]
     if not isinstance(value, dict):

@@ -239,6 +239,24 @@ def jsonb(value: Any, field: str) -> Any:
     return value
 
 
+def storable(text: str) -> str:
+    """`text` with every NUL character replaced by U+FFFD: PostgreSQL stores no NUL, and what a
+    model or a tool produced is kept as well as it can be rather than failing its request
+    (what a client sends is refused instead: `text`, `struct`, `jsonb`)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def storable_json(value: Any) -> Any:
+    """`storable` for every string and key of a plain JSON value."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(k): storable_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable_json(v) for v in value]
+    return value
+
+
 def timestamp(ts: Timestamp, field: str) -> dt.datetime:
     """A Timestamp as an aware UTC datetime; one datetime cannot represent is 400."""
     try:
