@@ -235,6 +235,50 @@ async def test_delete_removes_the_document_and_every_chunk(
     assert await db.chunk_rows(tenant, "gone") == []
 
 
+async def test_the_keyword_statistics_follow_every_write(
+    store: RagStore, db: RagDb, tenant: str
+) -> None:
+    """After creates, a replacement, a retitling and a delete, the tenant's lexeme counts and
+    corpus totals are those of its stored chunks."""
+    a = document("a", ["alpha beta", "beta gamma"])
+    b = document("b", ["gamma delta"])
+    await store.create_ready(tenant, a, embedded(a, [unit("1"), unit("2")]), nothing)
+    await store.create_ready(tenant, b, embedded(b, [unit("3")]), nothing)
+    new = document("a", ["epsilon beta", "zeta"])
+    await store.replace(
+        tenant,
+        new,
+        expected_version=1,
+        embedded=embedded(new, [unit("4"), unit("5")]),
+        stage=nothing,
+    )
+    retitled = document("a", ["epsilon beta", "zeta"], title="Omega theta")
+    await store.replace(tenant, retitled, expected_version=2, embedded=None, stage=nothing)
+
+    async def stage(conn: Any, version: int, chunks: int) -> None:
+        return None
+
+    await store.delete(tenant, "b", stage)
+    async with db.pool.acquire() as conn:
+        counted = await conn.fetch(
+            "SELECT lexeme, chunks FROM rag.lexemes WHERE tenant = $1 ORDER BY lexeme", tenant
+        )
+        recomputed = await conn.fetch(
+            "SELECT u.lexeme, count(*) FROM rag.chunks c, unnest(c.tsv) u WHERE c.tenant = $1"
+            " GROUP BY u.lexeme ORDER BY u.lexeme",
+            tenant,
+        )
+        totals = await conn.fetchrow(
+            "SELECT chunks, lexemes FROM rag.corpora WHERE tenant = $1", tenant
+        )
+        actual = await conn.fetchrow(
+            "SELECT count(*), sum(length(tsv)) FROM rag.chunks WHERE tenant = $1", tenant
+        )
+    assert [tuple(r) for r in counted] == [tuple(r) for r in recomputed]
+    assert "omega" in {r["lexeme"] for r in counted}
+    assert tuple(totals) == tuple(actual) == (2, sum(r["chunks"] for r in counted))
+
+
 async def test_listing_pages_newest_first_with_filters(store: RagStore, tenant: str) -> None:
     """Keyset pages cover every matching document once, newest first."""
     for i in range(7):

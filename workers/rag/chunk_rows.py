@@ -44,15 +44,23 @@ async def count_lexemes(conn: asyncpg.Connection, tenant: str, document_id: str,
             document_id,
         )
     else:
-        await conn.execute(
+        # Lexemes no chunk holds any more are deleted by a second statement: a DELETE beside
+        # the UPDATE in one statement sees the rows as they were before it and removes none.
+        emptied = await conn.fetchval(
             "WITH d AS MATERIALIZED (" + _DOCUMENT_LEXEMES + "),"  # noqa: S608
             " changed AS (UPDATE rag.lexemes l SET chunks = l.chunks - d.n FROM d"
             " WHERE l.tenant = $1 AND l.lexeme = d.lexeme RETURNING l.lexeme, l.chunks)"
-            " DELETE FROM rag.lexemes l USING changed"
-            " WHERE l.tenant = $1 AND l.lexeme = changed.lexeme AND changed.chunks <= 0",
+            " SELECT array_agg(lexeme ORDER BY lexeme) FROM changed WHERE chunks <= 0",
             tenant,
             document_id,
         )
+        if emptied:
+            await conn.execute(
+                "DELETE FROM rag.lexemes WHERE tenant = $1 AND lexeme = ANY($2::text[])"
+                " AND chunks <= 0",
+                tenant,
+                emptied,
+            )
     await conn.execute(
         "INSERT INTO rag.corpora (tenant, version, chunks, lexemes)"
         " SELECT $1, 0, $3 * count(*), $3 * coalesce(sum(length(tsv)), 0) FROM rag.chunks"
