@@ -189,17 +189,21 @@ _TOOL_VALIDATOR = Draft202012Validator(TOOL_DEFINITION_SCHEMA)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
 
 
-def as_json(message: Message, field: str = "") -> dict[str, Any]:
+def as_json(message: Message) -> dict[str, Any]:
     """A message in the proto3 JSON mapping with the .proto's field names, as the schemas
-    describe it (default values left out, as a client would leave them out). With `field`
-    (a request's definition), what PostgreSQL cannot store is 400 naming its path."""
+    describe it (default values left out, as a client would leave them out)."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _requested_json(definition: Message, field: str) -> dict[str, Any]:
+    """`as_json` of a request's definition; what PostgreSQL cannot store is 400 naming its
+    path."""
     try:
-        value = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        value = as_json(definition)
     except json_format.SerializeToJsonError as exc:  # a Struct's infinite or NaN number
-        if not field:
-            raise
         raise BadRequest(f"{field}: {exc}", details={"field": field}) from None
-    return check.jsonb(value, field) if field else value
+    check.jsonb(value, field)
+    return value
 
 
 def _first_error(validator: Draft202012Validator, value: Any, prefix: str) -> None:
@@ -223,7 +227,7 @@ def _size(value: Any, field: str, limit: int) -> None:
 
 def check_agent(definition: Message, field: str = "agent") -> dict[str, Any]:
     """The agent definition as JSON, or BadRequest naming the first invalid field."""
-    value = as_json(definition, field)
+    value = _requested_json(definition, field)
     _size(value, field, MAX_DEFINITION_BYTES)
     _first_error(_AGENT_VALIDATOR, value, field)
     blocks = [b["label"] for b in value.get("memory", {}).get("core_blocks", [])]
@@ -255,7 +259,7 @@ def check_arguments_schema(schema: Any, field: str) -> None:
 
 def check_tool(definition: Message, field: str = "tool") -> dict[str, Any]:
     """The tool definition as JSON, or BadRequest naming the first invalid field."""
-    value = as_json(definition, field)
+    value = _requested_json(definition, field)
     _size(value, field, MAX_DEFINITION_BYTES)
     _first_error(_TOOL_VALIDATOR, value, field)
     if "agent" in value:
