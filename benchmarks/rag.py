@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -89,12 +89,12 @@ def start_worker(nats_url: str, database_url: str, redis_url: str) -> subprocess
     raise RuntimeError("the worker exited before it was ready")
 
 
-def cpu_by_process() -> Counter[str]:
+def cpu_by_process() -> dict[str, float]:
     """CPU seconds (user + system) used so far by the fleet's processes, by kind: the worker's
     event loop and its other threads (the model's runs), PostgreSQL (postmaster and backends),
     nats-server, Valkey, and this client."""
     me = os.getpid()
-    used: Counter[str] = Counter()
+    used: defaultdict[str, float] = defaultdict(float)
     for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
         info = process.info
         name, cmdline, times = info["name"] or "", info["cmdline"] or [], info["cpu_times"]
@@ -105,10 +105,10 @@ def cpu_by_process() -> Counter[str]:
         elif "benchmarks.rag" in cmdline and "serve" in cmdline:
             # Its event loop (the main thread) apart from the model's and other threads.
             loop = next((t for t in process.threads() if t.id == process.pid), None)
-            if loop is not None:
-                used["worker loop"] += loop.user_time + loop.system_time
-                used["worker threads"] -= loop.user_time + loop.system_time
-            kind = "worker threads"
+            on_loop = loop.user_time + loop.system_time if loop is not None else 0.0
+            used["worker loop"] += on_loop
+            used["worker threads"] += times.user + times.system - on_loop
+            continue
         elif name.startswith("postgres"):
             kind = "postgres"
         elif name.startswith("nats-server"):
@@ -119,6 +119,12 @@ def cpu_by_process() -> Counter[str]:
             continue
         used[kind] += times.user + times.system
     return used
+
+
+def add_cpu_since(total: defaultdict[str, float], before: dict[str, float]) -> None:
+    """Add to `total` the CPU each kind of process used since `before` was taken."""
+    for kind, seconds in cpu_by_process().items():
+        total[kind] += seconds - before.get(kind, 0.0)
 
 
 async def bounded(concurrency: int, jobs: list[Any]) -> list[Any]:
@@ -155,7 +161,10 @@ async def measure(
     ids = sorted(collection.documents, key=int)
     ingest_s = embed_s = 0.0
     chunks = 0
-    cpu: dict[str, Counter[str]] = {"create_document": Counter(), "raw_embed": Counter()}
+    cpu: dict[str, defaultdict[str, float]] = {
+        "create_document": defaultdict(float),
+        "raw_embed": defaultdict(float),
+    }
     slices = [ids[i :: args.slices] for i in range(args.slices)]
     for part in slices:
         before = cpu_by_process()
@@ -176,7 +185,7 @@ async def measure(
             ],
         )
         ingest_s += time.perf_counter() - started
-        cpu["create_document"].update(cpu_by_process() - before)
+        add_cpu_since(cpu["create_document"], before)
         texts = [
             r["text"]
             for r in await pool.fetch(
@@ -199,7 +208,7 @@ async def measure(
             ],
         )
         embed_s += time.perf_counter() - started
-        cpu["raw_embed"].update(cpu_by_process() - before)
+        add_cpu_since(cpu["raw_embed"], before)
     out["ingest"] = {
         "documents": len(ids),
         "chunks": chunks,
