@@ -81,7 +81,7 @@ async def test_an_update_job_that_cannot_embed_keeps_the_current_version(
     async with RagDb.connect(postgres.dsn) as db:
         doc = document("kept", ["Offsets point citations at the original text."])
         await RagStore(db.pool).create_ready(
-            tenant, doc, embedded(doc, [unit("kept")], model="no-such-model"), nothing
+            tenant, doc, embedded(doc, [unit("kept")], model="no-such-model")
         )
     reply = await client.call_rpc(
         tenant, RagService.UpdateDocument, UpdateDocumentRequest(document_id="kept", content=LARGE)

@@ -70,7 +70,7 @@ async def test_document_and_chunks_are_stored_with_text_offsets_and_a_corpus_ver
     """A created document is ready, its chunks keep their text and offsets, and the tenant's
     corpus version moves."""
     doc = document("d1", ["first paragraph", "second one"], metadata={"lang": "en"})
-    row, _ = await store.create_ready(tenant, doc, embedded(doc, [unit("a"), unit("b")]), nothing)
+    row, _ = await store.create_ready(tenant, doc, embedded(doc, [unit("a"), unit("b")]))
     assert (row.status, row.version, row.chunk_count, row.embedding_dims) == ("ready", 1, 2, DIMS)
     chunks = await db.chunk_rows(tenant, "d1")
     for c in chunks:
@@ -82,13 +82,20 @@ async def test_document_and_chunks_are_stored_with_text_offsets_and_a_corpus_ver
     assert got.metadata == {"lang": "en"}
 
 
-async def test_the_same_id_is_taken_within_a_tenant_only(store: RagStore, tenant: str) -> None:
-    """A second create of an id conflicts; another tenant may use the same id."""
+async def test_the_same_id_is_taken_within_a_tenant_only(
+    store: RagStore, db: RagDb, tenant: str
+) -> None:
+    """A second create of an id conflicts and changes nothing; another tenant may use the
+    same id."""
     doc = document("same", ["x"])
-    await store.create_ready(tenant, doc, embedded(doc, [unit("x")]), nothing)
+    await store.create_ready(tenant, doc, embedded(doc, [unit("x")]))
+    again = document("same", ["y z", "w"])
     with pytest.raises(DocumentExists):
-        await store.create_ready(tenant, doc, embedded(doc, [unit("x")]), nothing)
-    await store.create_ready("o" + tenant, doc, embedded(doc, [unit("x")]), nothing)
+        await store.create_ready(tenant, again, embedded(again, [unit("y"), unit("w")]))
+    assert await store.corpus_version(tenant) == 1
+    assert [c["text"] for c in await db.chunk_rows(tenant, "same")] == ["x"]
+    assert await assert_statistics_match_the_chunks(db, tenant) == {"titl": 1, "x": 1}
+    await store.create_ready("o" + tenant, doc, embedded(doc, [unit("x")]))
     assert await store.get("other" + tenant, "same") is None
 
 
@@ -102,11 +109,11 @@ async def test_a_rare_tenant_still_gets_its_top_k_from_the_shared_index(
     for d in range(20):
         doc = document(f"crowd{d}", [f"p{i}" for i in range(100)])
         vectors = [near(query, f"{d}-{i}", 0.3) for i in range(100)]
-        await store.create_ready(crowd, doc, embedded(doc, vectors), nothing)
+        await store.create_ready(crowd, doc, embedded(doc, vectors))
     for d in range(3):
         doc = document(f"own{d}", [f"o{i}" for i in range(10)])
         vectors = [near(query, f"own{d}-{i}", 1.5) for i in range(10)]
-        await store.create_ready(tenant, doc, embedded(doc, vectors), nothing)
+        await store.create_ready(tenant, doc, embedded(doc, vectors))
     hits = await search(store, tenant, query, candidates=10)
     assert len(hits) == 10
     assert all(h.document_id.startswith("own") for h in hits)
@@ -117,7 +124,7 @@ async def test_metadata_filters_apply_inside_both_legs(store: RagStore, tenant: 
     query = unit("filters")
     for i, (lang, year) in enumerate([("en", 1999), ("de", 2005), ("en", 2010), ("fr", 2020)]):
         doc = document(f"f{i}", [f"kafka retention {lang}"], metadata={"lang": lang, "year": year})
-        await store.create_ready(tenant, doc, embedded(doc, [near(query, str(i), 0.1)]), nothing)
+        await store.create_ready(tenant, doc, embedded(doc, [near(query, str(i), 0.1)]))
 
     async def ids(filters: dict[str, Any], **kw: Any) -> set[str]:
         return {
@@ -137,7 +144,7 @@ async def test_keyword_leg_ors_the_terms_of_a_question(store: RagStore, tenant: 
     """A natural-language question matches chunks containing any of its terms."""
     for i, text in enumerate(["jetstream stores streams", "valkey caches keys", "unrelated"]):
         doc = document(f"k{i}", [text])
-        await store.create_ready(tenant, doc, embedded(doc, [unit(text)]), nothing)
+        await store.create_ready(tenant, doc, embedded(doc, [unit(text)]))
     hits = await search(store, tenant, None, "how do jetstream and valkey work?")
     assert {h.document_id for h in hits} == {"k0", "k1"}
     assert all(h.similarity is None and h.vector_rank is None for h in hits)
@@ -151,7 +158,7 @@ async def test_keyword_leg_scores_a_bounded_set_led_by_the_rarest_terms(
     alone scores at most 5 chunks; an unbounded budget scores them all."""
     texts = [f"streams replicate message {i}" for i in range(20)] + ["streams of zebras"]
     doc = document("many", texts)
-    await store.create_ready(tenant, doc, embedded(doc, [unit(t) for t in texts]), nothing)
+    await store.create_ready(tenant, doc, embedded(doc, [unit(t) for t in texts]))
     rare = await search(store, tenant, None, "zebras in streams", keyword_candidates=5)
     assert [h.ordinal for h in rare] == [20]
     common = await search(store, tenant, None, "streams", keyword_candidates=5, candidates=50)
@@ -171,7 +178,7 @@ async def test_replacing_chunks_is_atomic_under_concurrent_search(
     sizes = {1: 3, 2: 7}
     doc = document("a", [f"v1 part {i}" for i in range(3)])
     row, _ = await store.create_ready(
-        tenant, doc, embedded(doc, [near(query, f"1-{i}", 0.2) for i in range(3)]), nothing
+        tenant, doc, embedded(doc, [near(query, f"1-{i}", 0.2) for i in range(3)])
     )
     version = row.version
     stop = asyncio.Event()
@@ -205,7 +212,7 @@ async def test_replacing_chunks_is_atomic_under_concurrent_search(
 async def test_a_stale_expected_version_changes_nothing(store: RagStore, tenant: str) -> None:
     """An update based on an old version is refused whole (the transaction rolls back)."""
     doc = document("v", ["one"])
-    await store.create_ready(tenant, doc, embedded(doc, [unit("v")]), nothing)
+    await store.create_ready(tenant, doc, embedded(doc, [unit("v")]))
     new = document("v", ["two", "three"])
     with pytest.raises(VersionMoved):
         await store.replace(
@@ -225,7 +232,7 @@ async def test_delete_removes_the_document_and_every_chunk(
 ) -> None:
     """Delete reports the version and chunks removed; nothing of the document remains."""
     doc = document("gone", ["a", "b", "c"])
-    await store.create_ready(tenant, doc, embedded(doc, [unit(x) for x in "abc"]), nothing)
+    await store.create_ready(tenant, doc, embedded(doc, [unit(x) for x in "abc"]))
 
     async def stage(conn: Any, version: int, chunks: int) -> tuple[int, int]:
         return version, chunks
@@ -242,8 +249,8 @@ async def test_the_keyword_statistics_follow_every_write(
     corpus totals are those of its stored chunks."""
     a = document("a", ["alpha beta", "beta gamma"])
     b = document("b", ["gamma delta"])
-    await store.create_ready(tenant, a, embedded(a, [unit("1"), unit("2")]), nothing)
-    await store.create_ready(tenant, b, embedded(b, [unit("3")]), nothing)
+    await store.create_ready(tenant, a, embedded(a, [unit("1"), unit("2")]))
+    await store.create_ready(tenant, b, embedded(b, [unit("3")]))
     new = document("a", ["epsilon beta", "zeta"])
     await store.replace(
         tenant,
@@ -259,6 +266,43 @@ async def test_the_keyword_statistics_follow_every_write(
         return None
 
     await store.delete(tenant, "b", stage)
+    counted = await assert_statistics_match_the_chunks(db, tenant)
+    assert "omega" in counted
+    assert await db.pool.fetchval("SELECT chunks FROM rag.corpora WHERE tenant = $1", tenant) == 2
+
+
+async def test_concurrent_writes_of_one_tenant_keep_the_statistics_exact(
+    store: RagStore, db: RagDb, tenant: str
+) -> None:
+    """Creates, replacements and deletes sharing lexemes, run together, neither deadlock nor
+    miscount: each takes the lexeme rows in one order, then the corpus row."""
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+
+    def doc(i: int, turn: int) -> Any:
+        parts = [" ".join(words[(i + turn + k) % 6 : (i + turn + k) % 6 + 3]) for k in range(3)]
+        made = document(f"c{i}", parts)
+        return made, embedded(made, [unit(f"{i}-{turn}-{k}") for k in range(3)])
+
+    await asyncio.gather(*(store.create_ready(tenant, *doc(i, 0)) for i in range(8)))
+
+    async def change(i: int) -> None:
+        if i % 2:
+            await store.delete(tenant, f"c{i}", lambda conn, version, chunks: nothing(conn))
+        else:
+            made, vectors = doc(i, 1)
+            await store.replace(tenant, made, expected_version=1, embedded=vectors, stage=nothing)
+
+    await asyncio.gather(
+        *(change(i) for i in range(8)),
+        *(store.create_ready(tenant, *doc(i, 2)) for i in range(8, 16)),
+    )
+    await assert_statistics_match_the_chunks(db, tenant)
+    assert await store.corpus_version(tenant) == 8 + 8 + 8
+
+
+async def assert_statistics_match_the_chunks(db: RagDb, tenant: str) -> dict[str, int]:
+    """The tenant's lexeme counts and corpus totals equal a recount of its stored chunks;
+    returns the counts."""
     async with db.pool.acquire() as conn:
         counted = await conn.fetch(
             "SELECT lexeme, chunks FROM rag.lexemes WHERE tenant = $1 ORDER BY lexeme", tenant
@@ -272,18 +316,19 @@ async def test_the_keyword_statistics_follow_every_write(
             "SELECT chunks, lexemes FROM rag.corpora WHERE tenant = $1", tenant
         )
         actual = await conn.fetchrow(
-            "SELECT count(*), sum(length(tsv)) FROM rag.chunks WHERE tenant = $1", tenant
+            "SELECT count(*), coalesce(sum(length(tsv)), 0) FROM rag.chunks WHERE tenant = $1",
+            tenant,
         )
     assert [tuple(r) for r in counted] == [tuple(r) for r in recomputed]
-    assert "omega" in {r["lexeme"] for r in counted}
-    assert tuple(totals) == tuple(actual) == (2, sum(r["chunks"] for r in counted))
+    assert tuple(totals) == tuple(actual) == (actual[0], sum(r["chunks"] for r in counted))
+    return {r["lexeme"]: r["chunks"] for r in counted}
 
 
 async def test_listing_pages_newest_first_with_filters(store: RagStore, tenant: str) -> None:
     """Keyset pages cover every matching document once, newest first."""
     for i in range(7):
         doc = document(f"l{i}", ["x"], source="wiki" if i % 2 else "web", metadata={"n": i})
-        await store.create_ready(tenant, doc, embedded(doc, [unit(str(i))]), nothing)
+        await store.create_ready(tenant, doc, embedded(doc, [unit(str(i))]))
     seen: list[str] = []
     after = None
     while True:
@@ -309,7 +354,7 @@ async def test_the_vector_leg_uses_the_hnsw_index_for_a_large_tenant(
     for d in range(20):
         doc = document(f"big{d}", [f"p{i}" for i in range(100)])
         vectors = [unit(f"big{d}-{i}") for i in range(100)]
-        await store.create_ready(tenant, doc, embedded(doc, vectors), nothing)
+        await store.create_ready(tenant, doc, embedded(doc, vectors))
     await store.pool.execute("ANALYZE rag.chunks")
     sql = search_sql.search_statement(
         V, vector=True, keyword=False, filters="TRUE", embeddings=False

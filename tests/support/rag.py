@@ -86,7 +86,7 @@ def embedded(
         chunks.append(Chunk(i, text, start, start + len(text), len(text.split())))
         start += len(text) + 2
     assert len(chunks) == len(vectors)
-    return EmbeddedChunks(chunks, vectors, model, len(vectors[0]))
+    return EmbeddedChunks(chunks, np.asarray(vectors, dtype=np.float32), model, len(vectors[0]))
 
 
 async def events(nc: NATS, tenant: str, event: str) -> list[bytes]:

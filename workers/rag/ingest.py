@@ -15,6 +15,7 @@ redelivered job finds the document ready and does nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from typing import Any
@@ -149,15 +150,17 @@ class Ingestor:
         if self.is_large(doc):
             return await self._enqueue(ctx, req, doc, existing)
         embedded = await self.embed(ctx, doc)
-        stage = self._stage_ingested(ctx, doc, None, embedded)
         if existing is not None:  # it failed before: these chunks make it ready
+            stage = self._stage_ingested(ctx, doc, None, embedded)
             done = await self.store.finish_processing(ctx.tenant, doc, embedded, stage)
             if done is None:
                 raise Conflict("the document changed meanwhile", retryable=True)
             row, staged = done
         else:
+            ingested = (RAG_DOCUMENT_INGESTED, self.ingested_event(doc, 1, embedded), None)
+            events = functools.partial(self.outbox.event_rows, ctx, [ingested])
             try:
-                row, staged = await self.store.create_ready(ctx.tenant, doc, embedded, stage)
+                row, staged = await self.store.create_ready(ctx.tenant, doc, embedded, events)
             except DocumentExists:
                 found = await self.store.get(ctx.tenant, doc.id)
                 if found is None or not same_identity(found, doc):
@@ -276,7 +279,7 @@ class Ingestor:
         vectors = await self.embedder.embed(
             ctx, [c.text for c in chunks], progress=progress if report else None
         )
-        return EmbeddedChunks(chunks, vectors.tolist(), self.embedder.model, self.embedder.dims)
+        return EmbeddedChunks(chunks, vectors, self.embedder.model, self.embedder.dims)
 
     def _stage_ingested(
         self, ctx: Context, doc: NewDocument, version: int | None, embedded: EmbeddedChunks

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from workers.rag.chunking import Chunk
 
 
@@ -51,7 +54,7 @@ class NewDocument:
 @dataclass(frozen=True)
 class EmbeddedChunks:
     chunks: Sequence[Chunk]
-    vectors: Sequence[Sequence[float]]
+    vectors: npt.NDArray[np.float32]  # a row per chunk
     model: str
     dims: int
 

@@ -1,18 +1,20 @@
 """The RAG component's SQL (schema `rag`): every statement names its tenant.
 
 Writes that change what a search returns bump the tenant's corpus version in their own
-transaction (last, so the row lock on `corpora` is held briefly). Replacing a document's chunks
-is one transaction: delete the old rows, insert the new ones, update the document; readers
-see one version or the other (MVCC), and the search statement reads both legs in one snapshot
-(see search_sql.py). Events are staged by the caller's `stage` callback inside the same
-transaction (the kit's outbox), so they are published only for committed changes.
+transaction (last, so the row lock on `corpora` is held briefly); every writer locks the
+document's row first, then the statistics (chunk_rows.py). Creating a document is one statement
+(its row, chunks, statistics and event). Replacing a document's chunks is one transaction:
+delete the old rows, insert the new ones, update the document; readers see one version or the
+other (MVCC), and the search statement reads both legs in one snapshot (see search_sql.py).
+Events are written with the change (the kit's outbox), so they are published only for
+committed changes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +23,7 @@ import asyncpg
 from workers.rag import chunk_rows
 from workers.rag.filters import compile_filters
 from workers.rag.records import DocumentRow, EmbeddedChunks, NewDocument
+from workers.runtime.outbox import EventRows, StagedEvent
 
 SCHEMA = "rag"
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
@@ -34,6 +37,32 @@ _DOCUMENT_COLUMNS = """
 """
 
 
+# A ready document's row: the parameters of `_ready_values`.
+_INSERT_READY = (
+    "INSERT INTO rag.documents (tenant, id, title, source, metadata, content, content_hash,"  # noqa: S608
+    " status, chunk_size, chunk_overlap, chunk_count, embedding_model, embedding_dims,"
+    " chunks_embedded, chunks_total) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, 'ready', $8, $9,"
+    f" $10, $11, $12, $10, $10) RETURNING {_DOCUMENT_COLUMNS}"
+)
+
+
+def _ready_values(tenant: str, doc: NewDocument, embedded: EmbeddedChunks) -> list[Any]:
+    return [
+        tenant,
+        doc.id,
+        doc.title,
+        doc.source,
+        json.dumps(doc.metadata),
+        doc.content,
+        doc.content_hash,
+        doc.chunk_size,
+        doc.chunk_overlap,
+        len(embedded.chunks),
+        embedded.model,
+        embedded.dims,
+    ]
+
+
 class DocumentExists(Exception):
     pass
 
@@ -42,7 +71,7 @@ class VersionMoved(Exception):
     """The document changed (or vanished) between reading and writing it."""
 
 
-def _document(r: asyncpg.Record, content: str | None = None) -> DocumentRow:
+def _document(r: Mapping[str, Any], content: str | None = None) -> DocumentRow:
     values = dict(r)
     values["metadata"] = json.loads(values["metadata"])
     values.pop("content", None)
@@ -135,18 +164,36 @@ class RagStore:
     # -- writes -------------------------------------------------------------------------------
 
     async def create_ready(
-        self, tenant: str, doc: NewDocument, embedded: EmbeddedChunks, stage: Stage[T]
-    ) -> tuple[DocumentRow, T]:
-        """Insert a new document with its chunks; `DocumentExists` if the id is taken."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            try:
-                row = await self._insert_document(conn, tenant, doc, "ready", embedded)
-            except asyncpg.UniqueViolationError:
+        self,
+        tenant: str,
+        doc: NewDocument,
+        embedded: EmbeddedChunks,
+        events: Callable[[int], EventRows] | None = None,
+    ) -> tuple[DocumentRow, list[StagedEvent]]:
+        """Insert a new document with its chunks, their statistics and the outbox rows of
+        `events(first_parameter)` (its version is 1), in one statement: one round trip and
+        no transaction around it. `DocumentExists` if the id is taken."""
+        args = _ready_values(tenant, doc, embedded)
+        chunks = chunk_rows.added(tenant, doc, 1, embedded, self.ts_config, first=len(args) + 1)
+        args += chunks.args
+        outbox = events(len(args) + 1) if events is not None else None
+        try:
+            row = await self.pool.fetchrow(
+                f"WITH document AS ({_INSERT_READY}), {chunks.sql}"  # noqa: S608 (our own fragments)
+                + (f", staged AS ({outbox.sql})" if outbox else "")
+                + f" SELECT document.*, {chunk_rows.ChunkRows.RESULT}, "
+                + ("ARRAY(SELECT id FROM staged)" if outbox else "NULL::bigint[]")
+                + " AS staged FROM document",
+                *args,
+                *(outbox.args if outbox else []),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "documents_pkey":
                 raise DocumentExists(doc.id) from None
-            await chunk_rows.insert_chunks(conn, tenant, doc, 1, embedded, self.ts_config)
-            await chunk_rows.bump(conn, tenant)
-            staged = await stage(conn)
-        return row, staged
+            raise
+        values = dict(row)
+        ids, _, _ = values.pop("staged"), values.pop("corpus_version"), values.pop("emptied")
+        return _document(values), outbox.staged(ids) if outbox else []
 
     async def create_processing(self, tenant: str, doc: NewDocument, job_id: str) -> bool:
         """Record a document a job will ingest; False if the id already exists."""
@@ -182,17 +229,19 @@ class RagStore:
                 tenant,
                 doc.id,
             )
+            removed = chunk_rows.NOTHING
             if current is None:
-                row = await self._insert_document(conn, tenant, doc, "ready", embedded)
+                row = await self._insert_document(conn, tenant, doc, embedded)
                 version = 1
             elif current["status"] == "ready" or current["content_hash"] != doc.content_hash:
                 return None
             else:
                 version = current["version"]
-                await chunk_rows.delete_chunks(conn, tenant, doc.id)
+                removed = await chunk_rows.delete_chunks(conn, tenant, doc.id)
                 row = await self._set_ready(conn, tenant, doc, version, embedded)
-            await chunk_rows.insert_chunks(conn, tenant, doc, version, embedded, self.ts_config)
-            await chunk_rows.bump(conn, tenant)
+            await chunk_rows.insert_chunks(
+                conn, tenant, doc, version, embedded, self.ts_config, removed=removed
+            )
             staged = await stage(conn)
         return row, staged
 
@@ -208,16 +257,27 @@ class RagStore:
         """Update a ready document; with `embedded`, its chunks are replaced and its version
         incremented, all in one transaction. `VersionMoved` if it changed meanwhile."""
         async with self.pool.acquire() as conn, conn.transaction():
-            version = expected_version + (1 if embedded is not None else 0)
             if embedded is not None:
-                await chunk_rows.delete_chunks(conn, tenant, doc.id)
-                await chunk_rows.insert_chunks(conn, tenant, doc, version, embedded, self.ts_config)
+                # The document's row first (as every writer), then the statistics.
+                found = await conn.fetchval(
+                    "SELECT 1 FROM rag.documents WHERE tenant = $1 AND id = $2 AND version = $3"
+                    " FOR UPDATE",
+                    tenant,
+                    doc.id,
+                    expected_version,
+                )
+                if found is None:
+                    raise VersionMoved(doc.id)
+                version = expected_version + 1
+                removed = await chunk_rows.delete_chunks(conn, tenant, doc.id)
+                await chunk_rows.insert_chunks(
+                    conn, tenant, doc, version, embedded, self.ts_config, removed=removed
+                )
                 row = await self._set_ready(
                     conn, tenant, doc, version, embedded, expected=expected_version
                 )
             else:
                 row = await self._set_fields(conn, tenant, doc, expected_version)
-            await chunk_rows.bump(conn, tenant)
             staged = await stage(conn)
         return row, staged
 
@@ -236,12 +296,12 @@ class RagStore:
             )
             if version is None:
                 return None
-            chunks = await chunk_rows.delete_chunks(conn, tenant, document_id)
+            removed = await chunk_rows.delete_chunks(conn, tenant, document_id)
             await conn.execute(
                 "DELETE FROM rag.documents WHERE tenant = $1 AND id = $2", tenant, document_id
             )
-            await chunk_rows.bump(conn, tenant)
-            return await stage(conn, int(version), int(chunks))
+            await chunk_rows.change(conn, tenant, chunk_rows.NOTHING.minus(removed))
+            return await stage(conn, int(version), removed.chunks)
 
     async def set_progress(self, tenant: str, document_id: str, done: int, total: int) -> None:
         await self.pool.execute(
@@ -318,34 +378,9 @@ class RagStore:
     # -- row writers ------------------------------------------------------------------------
 
     async def _insert_document(
-        self,
-        conn: asyncpg.Connection,
-        tenant: str,
-        doc: NewDocument,
-        status: str,
-        embedded: EmbeddedChunks,
+        self, conn: asyncpg.Connection, tenant: str, doc: NewDocument, embedded: EmbeddedChunks
     ) -> DocumentRow:
-        row = await conn.fetchrow(
-            "INSERT INTO rag.documents (tenant, id, title, source, metadata, content,"  # noqa: S608
-            " content_hash, status, chunk_size, chunk_overlap, chunk_count, embedding_model,"
-            " embedding_dims, chunks_embedded, chunks_total)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $11, $11)"
-            f" RETURNING {_DOCUMENT_COLUMNS}",
-            tenant,
-            doc.id,
-            doc.title,
-            doc.source,
-            json.dumps(doc.metadata),
-            doc.content,
-            doc.content_hash,
-            status,
-            doc.chunk_size,
-            doc.chunk_overlap,
-            len(embedded.chunks),
-            embedded.model,
-            embedded.dims,
-        )
-        return _document(row)
+        return _document(await conn.fetchrow(_INSERT_READY, *_ready_values(tenant, doc, embedded)))
 
     async def _set_ready(
         self,
@@ -365,18 +400,7 @@ class RagStore:
             " updated_at = clock_timestamp()"
             " WHERE tenant = $1 AND id = $2 AND ($14::int IS NULL OR version = $14)"
             f" RETURNING {_DOCUMENT_COLUMNS}",
-            tenant,
-            doc.id,
-            doc.title,
-            doc.source,
-            json.dumps(doc.metadata),
-            doc.content,
-            doc.content_hash,
-            doc.chunk_size,
-            doc.chunk_overlap,
-            len(embedded.chunks),
-            embedded.model,
-            embedded.dims,
+            *_ready_values(tenant, doc, embedded),
             version,
             expected,
         )
@@ -401,18 +425,5 @@ class RagStore:
         )
         if row is None:
             raise VersionMoved(doc.id)
-        await chunk_rows.count_lexemes(conn, tenant, doc.id, -1)
-        await conn.execute(
-            "UPDATE rag.chunks SET source = $3, metadata = $4::jsonb,"
-            " tsv = setweight(to_tsvector($5::regconfig, $6), 'A')"
-            " || setweight(to_tsvector($5::regconfig, text), 'B')"
-            " WHERE tenant = $1 AND document_id = $2",
-            tenant,
-            doc.id,
-            doc.source,
-            json.dumps(doc.metadata),
-            self.ts_config,
-            doc.title,
-        )
-        await chunk_rows.count_lexemes(conn, tenant, doc.id, 1)
+        await chunk_rows.retitle(conn, tenant, doc, self.ts_config)
         return _document(row)

@@ -53,6 +53,10 @@ class StagedEvent:
     headers: dict[str, str]
 
 
+def _new_msg_id(event: EventName) -> str:
+    return f"{event.component}-{uuid.uuid4().hex}"
+
+
 @dataclass(frozen=True, slots=True)
 class EventRows:
     """Events to write within a caller's statement: `sql` (an INSERT ... RETURNING id, for a
@@ -119,7 +123,7 @@ class Outbox:
     ) -> StagedEvent:
         """`stage` for work that serves no request (a batch of several requests, a rebuild)."""
         kept = _kept(headers or {})
-        staged_id = msg_id or f"{event.component}-{uuid.uuid4().hex}"
+        staged_id = msg_id or _new_msg_id(event)
         type_name = message.DESCRIPTOR.full_name
         payload = message.SerializeToString()
         row_id = await conn.fetchval(
@@ -152,12 +156,13 @@ class Outbox:
     def event_rows(
         self,
         ctx: Context,
-        events: Sequence[tuple[EventName, Message, str]],
+        events: Sequence[tuple[EventName, Message, str | None]],
         first: int = 1,
     ) -> EventRows:
         """`stage_many` as SQL for a statement of the caller's, its parameters numbered from
         `first`: a change written in one statement takes its events with it (a data-modifying
-        CTE), with no transaction around it and no round trip of their own."""
+        CTE), with no transaction around it and no round trip of their own. A msg_id of None
+        is a new one (the event is not a retry's)."""
         for event, _, _ in events:
             _check_own(ctx, event)
         kept = _kept(ctx.forward_headers())
@@ -168,7 +173,7 @@ class Outbox:
                 event,
                 message.DESCRIPTOR.full_name,
                 message.SerializeToString(),
-                msg_id,
+                msg_id or _new_msg_id(event),
                 kept,
             )
             for event, message, msg_id in events
