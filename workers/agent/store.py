@@ -175,6 +175,14 @@ class AgentStore(PgStore):
 
     async def delete_tool(self, tenant: str, tool_id: str) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
+            # The tool's row first: an agent's update listing it meanwhile either committed
+            # before (its row is seen below) or waits and fails on the foreign key, instead of
+            # this delete failing on the RESTRICT after the check found no agent.
+            await conn.execute(
+                "SELECT 1 FROM agent.tools WHERE tenant = $1 AND tool_id = $2 FOR UPDATE",
+                tenant,
+                tool_id,
+            )
             users = await conn.fetch(
                 "SELECT agent_id FROM agent.agent_tools WHERE tenant = $1 AND tool_id = $2"
                 " ORDER BY agent_id LIMIT 10",
