@@ -1,9 +1,11 @@
-"""The agent stores against a real PostgreSQL: concurrent writes of one tenant's agents and
-tools end in one of their documented outcomes, never in an error of the database."""
+"""The agent stores against a real PostgreSQL: concurrent writes of one tenant's agents, tools
+and sessions end in one of their documented outcomes, never in an error of the database."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,8 +14,11 @@ import asyncpg
 import pytest
 
 from aifleet.embedded import EmbeddedPostgres
+from schemas.v1.common_pb2 import ChatMessage
 from tests.support.agent import AgentDb
+from workers.agent.runs_store import RunsStore
 from workers.agent.store import AgentStore, InUse
+from workers.runtime.outbox import EventRows
 
 ROUNDS = 8
 PAIRS = 8
@@ -33,6 +38,29 @@ async def pool(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 def tenant() -> str:
     return "s" + uuid.uuid4().hex[:12]
+
+
+def no_events(first: int) -> EventRows:
+    return EventRows("SELECT NULL::bigint AS id WHERE false", [], [])
+
+
+def ended_run(agent_id: str, session_id: str) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "agent_id": agent_id,
+        "run_id": "r-" + uuid.uuid4().hex,
+        "session_id": session_id,
+        "task_id": "",
+        "agent_version": 1,
+        "outcome": "completed",
+        "turns": 1,
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "cost_usd": 0.0,
+        "error": "",
+        "started_at": now,
+        "finished_at": now,
+    }
 
 
 async def test_a_tool_deleted_while_an_agent_starts_listing_it_is_refused_or_unlisted(
@@ -67,3 +95,46 @@ async def test_a_tool_deleted_while_an_agent_starts_listing_it_is_refused_or_unl
         assert not errors, errors
         outcomes |= set(zip(results[:PAIRS], results[PAIRS:], strict=True))  # type: ignore[arg-type]
     assert outcomes <= {("listed", "in use"), ("refused", "deleted")}
+
+
+async def test_an_agent_deleted_while_its_session_takes_a_turn_is_deleted(
+    pool: asyncpg.Pool, tenant: str
+) -> None:
+    """An agent deleted as a turn of its session is recorded is deleted, never deadlocked."""
+    store, runs = AgentStore(pool), RunsStore(pool)
+    said = [ChatMessage(role="user", content=f"message {n}") for n in range(200)]
+    for r in range(ROUNDS):
+        ids = [f"{r}-{i}" for i in range(PAIRS)]
+        for i in ids:
+            await store.create_agent(tenant, f"a{i}", {"name": f"a{i}", "tools": []}, "")
+            await runs.record_run(
+                tenant,
+                ended_run(f"a{i}", "s"),
+                user="u",
+                initial=[],
+                steps=[],
+                session_messages=said[:1],
+                events=no_events,
+            )
+
+        async def turn(i: str) -> None:
+            # refused on the foreign key when the agent was deleted first
+            with contextlib.suppress(asyncpg.ForeignKeyViolationError):
+                await runs.record_run(
+                    tenant,
+                    ended_run(f"a{i}", "s"),
+                    user="u",
+                    initial=[],
+                    steps=[],
+                    session_messages=said,
+                    events=no_events,
+                )
+
+        results = await asyncio.gather(
+            *(turn(i) for i in ids),
+            *(store.delete_agent(tenant, f"a{i}") for i in ids),
+            return_exceptions=True,
+        )
+        errors = [e for e in results if isinstance(e, BaseException)]
+        assert not errors, errors
+        assert results[PAIRS:] == [True] * PAIRS
