@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
+import asyncpg
 import pytest
 
 from aifleet.embedded import EmbeddedPostgres
@@ -165,3 +168,30 @@ async def db_count(store: IngestionStore, tenant: str) -> int:
             "SELECT count(*) FROM ingestion.upload_parts WHERE tenant = $1", tenant
         )
     )
+
+
+@pytest.fixture
+async def wide(postgres: EmbeddedPostgres, db: IngestionDb) -> AsyncIterator[IngestionStore]:
+    """A store on a pool with a connection for each of 16 concurrent calls."""
+    pool: Any = await asyncpg.create_pool(postgres.dsn, min_size=16, max_size=16)
+    try:
+        yield IngestionStore(pool)
+    finally:
+        await pool.close()
+
+
+async def test_an_upload_of_a_file_being_deleted_returns_a_file(
+    wide: IngestionStore, tenants: tuple[str, str]
+) -> None:
+    """Bytes uploaded again while their file is deleted give the old file or a new one."""
+    a, _ = tenants
+    for r in range(40):
+        contents = [f"{r}-{i}".encode() for i in range(8)]
+        records = [(await wide.insert_file(a, new_file(c)))[0] for c in contents]
+        results = await asyncio.gather(
+            *(wide.delete(a, record.file_id) for record in records),
+            *(wide.insert_file(a, new_file(c)) for c in contents),
+            return_exceptions=True,
+        )
+        errors = [e for e in results if isinstance(e, BaseException)]
+        assert not errors, errors

@@ -144,9 +144,8 @@ class IngestionStore:
             tenant,
             new.sha256,
         )
-        assert existing is not None, (
-            "a conflicting row cannot vanish: files are never updated by sha"
-        )
+        if existing is None:  # the conflicting file was deleted after the insert met it
+            return await self.insert_file(tenant, new)
         return _record(existing), False
 
     async def get_by_sha(self, tenant: str, sha256: str) -> FileRecord | None:
