@@ -138,3 +138,19 @@ async def test_an_agent_deleted_while_its_session_takes_a_turn_is_deleted(
         errors = [e for e in results if isinstance(e, BaseException)]
         assert not errors, errors
         assert results[PAIRS:] == [True] * PAIRS
+
+
+async def test_a_grant_given_again_while_it_is_revoked_returns_the_grant(
+    pool: asyncpg.Pool, tenant: str
+) -> None:
+    """A permission granted again as it is revoked returns the grant it found or made."""
+    store = AgentStore(pool)
+    for r in range(ROUNDS * 5):
+        ids = [f"{r}-{i}" for i in range(PAIRS)]
+        for i in ids:
+            await store.grant(tenant, "agent", f"a{i}", "u", "read", "")
+        _, again = await asyncio.gather(
+            asyncio.gather(*(store.revoke(tenant, "agent", f"a{i}", "u", "read") for i in ids)),
+            asyncio.gather(*(store.grant(tenant, "agent", f"a{i}", "u", "read", "") for i in ids)),
+        )
+        assert [row is not None for row, _ in again] == [True] * PAIRS

@@ -337,6 +337,8 @@ async def _grant(
         user,
         permission,
     )
+    if existing is None:  # revoked after the insert met it: grant it anew
+        return await _grant(conn, tenant, kind, resource_id, user, permission, by)
     return existing, False
 
 
