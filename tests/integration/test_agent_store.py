@@ -16,6 +16,7 @@ import pytest
 from aifleet.embedded import EmbeddedPostgres
 from schemas.v1.common_pb2 import ChatMessage
 from tests.support.agent import AgentDb
+from workers.agent.memory_store import MemoryStore
 from workers.agent.runs_store import RunsStore
 from workers.agent.store import AgentStore, InUse
 from workers.runtime.outbox import EventRows
@@ -152,5 +153,21 @@ async def test_a_grant_given_again_while_it_is_revoked_returns_the_grant(
         _, again = await asyncio.gather(
             asyncio.gather(*(store.revoke(tenant, "agent", f"a{i}", "u", "read") for i in ids)),
             asyncio.gather(*(store.grant(tenant, "agent", f"a{i}", "u", "read", "") for i in ids)),
+        )
+        assert [row is not None for row, _ in again] == [True] * PAIRS
+
+
+async def test_a_memory_stored_again_while_it_is_deleted_returns_a_memory(
+    pool: asyncpg.Pool, tenant: str
+) -> None:
+    """A memory stored again as it is deleted returns the memory it found or made."""
+    store, memory = AgentStore(pool), MemoryStore(pool)
+    await store.create_agent(tenant, "a", {"name": "a", "tools": []}, "")
+    for r in range(ROUNDS * 5):
+        texts = [f"remember {r}-{i}" for i in range(PAIRS)]
+        stored = [(await memory.insert(tenant, "a", "u", t, {}, [1.0, 0.0]))[0] for t in texts]
+        _, again = await asyncio.gather(
+            asyncio.gather(*(memory.delete(tenant, "a", "u", m["memory_id"]) for m in stored)),
+            asyncio.gather(*(memory.insert(tenant, "a", "u", t, {}, [1.0, 0.0]) for t in texts)),
         )
         assert [row is not None for row, _ in again] == [True] * PAIRS

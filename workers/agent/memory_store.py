@@ -139,6 +139,8 @@ class MemoryStore(PgStore):
             user,
             text_hash(text),
         )
+        if existing is None:  # deleted after the insert met it: store it anew
+            return await self.insert(tenant, agent_id, user, text, metadata, embedding)
         return existing, False
 
     async def search(
