@@ -171,3 +171,37 @@ async def test_a_memory_stored_again_while_it_is_deleted_returns_a_memory(
             asyncio.gather(*(memory.insert(tenant, "a", "u", t, {}, [1.0, 0.0]) for t in texts)),
         )
         assert [row is not None for row, _ in again] == [True] * PAIRS
+
+
+async def test_a_user_forgotten_while_the_agent_is_deleted_is_forgotten_and_deleted(
+    pool: asyncpg.Pool, tenant: str
+) -> None:
+    """Forgetting a user of an agent as the agent is deleted does both, never deadlocked."""
+    store, runs, memory = AgentStore(pool), RunsStore(pool), MemoryStore(pool)
+    said = [ChatMessage(role="user", content="hello")] * 20
+    for r in range(ROUNDS):
+        ids = [f"{r}-{i}" for i in range(PAIRS)]
+        for i in ids:
+            await store.create_agent(tenant, f"a{i}", {"name": f"a{i}", "tools": []}, "")
+            for s in range(3):
+                await runs.record_run(
+                    tenant,
+                    ended_run(f"a{i}", f"s{s}"),
+                    user="u",
+                    initial=[],
+                    steps=[],
+                    session_messages=said,
+                    events=no_events,
+                )
+            for k in range(20):
+                await memory.insert(tenant, f"a{i}", "u", f"fact {k}", {}, [1.0, float(k)])
+            for k in range(3):
+                await memory.set_block(tenant, f"a{i}", "u", f"label{k}", "value")
+        results = await asyncio.gather(
+            *(memory.forget_user(tenant, f"a{i}", "u") for i in ids),
+            *(store.delete_agent(tenant, f"a{i}") for i in ids),
+            return_exceptions=True,
+        )
+        errors = [e for e in results if isinstance(e, BaseException)]
+        assert not errors, errors
+        assert results[PAIRS:] == [True] * PAIRS

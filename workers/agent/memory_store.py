@@ -192,6 +192,12 @@ class MemoryStore(PgStore):
     async def forget_user(self, tenant: str, agent_id: str, user: str) -> tuple[int, int, int]:
         """Delete every memory, core block and session of one user of the agent, at once."""
         async with self.pool.acquire() as conn, conn.transaction():
+            # The agent's row first, as its delete takes it before cascading to these rows.
+            await conn.execute(
+                "SELECT 1 FROM agent.agents WHERE tenant = $1 AND agent_id = $2 FOR KEY SHARE",
+                tenant,
+                agent_id,
+            )
             counts = []
             for table in ("memories", "core_blocks", "sessions"):
                 deleted = await conn.fetch(

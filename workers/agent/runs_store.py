@@ -245,8 +245,12 @@ class RunsStore(PgStore):
             " result_bytes integer, error text, prompt_tokens bigint, completion_tokens bigint,"
             " cost_usd double precision, finish_reason text, duration_ms double precision,"
             " message jsonb)),"
+            # The agent's row before the session's, as the agent's delete (and the cascade to
+            # its sessions) and forget_user take them: the foreign keys' checks would take it
+            # only at the statement's end, after the session's row, and could deadlock.
             " session AS (INSERT INTO agent.sessions AS s (tenant, agent_id, session_id, user_id,"
-            " message_count) SELECT $1, $2, $4, $6, $16 WHERE $16 > 0"
+            " message_count) SELECT $1, $2, $4, $6, $16 FROM agent.agents a"
+            " WHERE a.tenant = $1 AND a.agent_id = $2 AND $16 > 0 FOR KEY SHARE OF a"
             " ON CONFLICT (tenant, agent_id, session_id) DO UPDATE"
             " SET message_count = s.message_count + $16, updated_at = now()"
             " WHERE s.user_id = $6 OR $6 = '' RETURNING message_count),"

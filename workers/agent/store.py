@@ -95,14 +95,6 @@ class AgentStore(PgStore):
 
     async def delete_agent(self, tenant: str, agent_id: str) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
-            # Its sessions before its row, the order a recorded turn takes them (its session's
-            # row, then the agent's, key-shared by its run's foreign key): the cascade from the
-            # agent's row would take them after it, and deadlock with such a turn.
-            await conn.execute(
-                "DELETE FROM agent.sessions WHERE tenant = $1 AND agent_id = $2",
-                tenant,
-                agent_id,
-            )
             deleted = await conn.fetchval(
                 "DELETE FROM agent.agents WHERE tenant = $1 AND agent_id = $2 RETURNING true",
                 tenant,
