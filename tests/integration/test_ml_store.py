@@ -174,3 +174,32 @@ async def test_only_the_newest_prediction_inputs_are_kept(db: MlDb) -> None:
     await runs.record_inputs(t, "m", 1, [{"x": i} for i in range(5, 7)], keep=3)
     assert await runs.recent_inputs(t, "m", 1, 10) == [{"x": 6}, {"x": 5}, {"x": 4}]
     assert await runs.recent_inputs(tenant(), "m", 1, 10) == []
+
+
+async def test_a_training_registered_by_one_delivery_stays_completed_when_another_fails(
+    db: MlDb,
+) -> None:
+    """A training whose version is registered ends completed, whenever a failed delivery ends."""
+    store, runs, t = MlStore(db.pool), RunStore(db.pool), tenant()
+
+    async def complete(training_id: str) -> None:
+        async with db.pool.acquire() as conn, conn.transaction():
+            new = replace(NEW, training_id=training_id, artifact_object=training_id)
+            version, _ = await store.register(conn, t, "m", new)
+            await runs.finish_training(
+                conn, t, training_id, status="completed", metrics={}, version=version
+            )
+
+    async def fail(training_id: str) -> None:
+        async with db.pool.acquire() as conn, conn.transaction():
+            await runs.finish_training(conn, t, training_id, status="failed", error="timeout")
+
+    for r in range(10):
+        ids = [f"tr{r}-{i}" for i in range(4)]
+        for training_id in ids:
+            await runs.begin_training(t, training_id, "m", "classification", "")
+        await asyncio.gather(*(complete(i) for i in ids), *(fail(i) for i in ids))
+        for training_id in ids:
+            row = await runs.training(t, training_id)
+            assert row is not None
+            assert (row.status, row.version > 0) == ("completed", True), training_id

@@ -132,11 +132,14 @@ class RunStore:
         metrics: dict[str, float] | None = None,
         version: int = 0,
         error: str = "",
-    ) -> None:
-        await conn.execute(
+    ) -> bool:
+        """Whether it finished the training: a failure never replaces a completion (another
+        delivery registered its version), a completion replaces a failure."""
+        status_line: str = await conn.execute(
             "UPDATE ml.trainings SET status = $3, stage = $4, progress = $5, metrics = $6::jsonb,"
             " version = $7, error = $8, finished_at = clock_timestamp()"
-            " WHERE tenant = $1 AND training_id = $2",
+            " WHERE tenant = $1 AND training_id = $2"
+            " AND ($3 = 'completed' OR status <> 'completed')",
             tenant,
             training_id,
             status,
@@ -146,6 +149,7 @@ class RunStore:
             version,
             error[:1000],
         )
+        return status_line.endswith(" 1")
 
     async def training(self, tenant: str, training_id: str) -> TrainingRow | None:
         row = await self.pool.fetchrow(

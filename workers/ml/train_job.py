@@ -195,9 +195,10 @@ class TrainingJob:
 
     async def _failed(self, ctx: Context, spec: TrainSpec, training_id: str, reason: str) -> None:
         async with self.store.pool.acquire() as conn, conn.transaction():
-            await self.runs.finish_training(
+            if not await self.runs.finish_training(
                 conn, ctx.tenant, training_id, status="failed", error=reason
-            )
+            ):
+                return  # another delivery completed it: that stands
             event = MlTrainingFinishedEvent(
                 training_id=training_id, model_id=spec.name, status="failed", error=reason
             )
