@@ -203,3 +203,23 @@ async def test_a_training_registered_by_one_delivery_stays_completed_when_anothe
             row = await runs.training(t, training_id)
             assert row is not None
             assert (row.status, row.version > 0) == ("completed", True), training_id
+
+
+async def test_a_completed_batch_job_stays_completed_when_another_delivery_reports_progress(
+    db: MlDb,
+) -> None:
+    """A batch job's completion stands against a concurrent delivery's progress of it."""
+    runs, t = RunStore(db.pool), tenant()
+    for r in range(10):
+        ids = [f"job{r}-{i}" for i in range(4)]
+        for job_id in ids:
+            await runs.queue_job(t, job_id, "m", 1, "in.csv", "out.jsonl")
+            await runs.update_job(t, job_id, status="running", progress=0.5)
+        await asyncio.gather(
+            *(runs.update_job(t, i, status="completed", progress=1.0, rows=7) for i in ids),
+            *(runs.update_job(t, i, status="running", progress=0.5) for i in ids),
+        )
+        for job_id in ids:
+            row = await runs.job(t, job_id)
+            assert row is not None
+            assert (row.status, row.rows) == ("completed", 7), job_id

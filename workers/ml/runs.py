@@ -225,10 +225,13 @@ class RunStore:
         error: str = "",
     ) -> None:
         done = status in ("completed", "failed")
+        # A finished job stays finished: another delivery's progress (or failure) arriving
+        # after a completion would overwrite it; a completion still replaces a failure.
         await self.pool.execute(
             "UPDATE ml.prediction_jobs SET status = $3, progress = $4, rows = $5, error = $6,"
             " finished_at = CASE WHEN $7 THEN clock_timestamp() END"
-            " WHERE tenant = $1 AND job_id = $2",
+            " WHERE tenant = $1 AND job_id = $2 AND (status NOT IN ('completed', 'failed')"
+            " OR ($3 = 'completed' AND status = 'failed'))",
             tenant,
             job_id,
             status,
