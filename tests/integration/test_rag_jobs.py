@@ -254,3 +254,29 @@ async def test_an_update_while_its_job_runs_is_refused(client: Client, tenant: s
     assert refused.value.code == "CONFLICT"
     doc = await ready(client, tenant, "doc")
     assert (doc.title, doc.version) == ("doc", 2)
+
+
+async def test_an_inline_update_racing_a_queued_one_never_drops_the_queued_job(
+    client: Client, tenant: str
+) -> None:
+    """Every update answered with success lands: a queued one is never silently superseded."""
+    for round_ in range(4):
+        doc_id = f"doc{round_}"
+        await client.call_rpc(tenant, RagService.CreateDocument, create(doc_id, CORPUS["nats"]))
+
+        async def update(content: str, doc_id: str = doc_id) -> bool:
+            try:
+                await client.call_rpc(
+                    tenant,
+                    RagService.UpdateDocument,
+                    UpdateDocumentRequest(document_id=doc_id, content=content),
+                )
+            except ServiceError as exc:
+                if exc.code != "CONFLICT":
+                    raise
+                return False
+            return True
+
+        applied = await asyncio.gather(update(CORPUS["postgres"]), update(LARGE))
+        doc = await ready(client, tenant, doc_id)
+        assert doc.version == 1 + sum(applied), (round_, applied, doc.version)

@@ -152,12 +152,22 @@ class DocumentChanges:
         return doc, rechunk
 
     async def _replace(
-        self, ctx: Context, doc: NewDocument, row: DocumentRow, embedded: EmbeddedChunks | None
+        self,
+        ctx: Context,
+        doc: NewDocument,
+        row: DocumentRow,
+        embedded: EmbeddedChunks | None,
+        job_id: str | None = None,
     ) -> UpdateDocumentResponse:
         stage = self._stage(ctx, doc, row.version + 1, embedded)
         try:
             updated, staged = await self.store.replace(
-                ctx.tenant, doc, expected_version=row.version, embedded=embedded, stage=stage
+                ctx.tenant,
+                doc,
+                expected_version=row.version,
+                embedded=embedded,
+                stage=stage,
+                job_id=job_id,
             )
         except VersionMoved:
             raise _moved(row.id) from None
@@ -203,7 +213,7 @@ class DocumentChanges:
         doc, _ = self._planned(req, row, given)
         try:
             embedded = await self.ingest.embed(ctx, doc, report=True, version=row.version + 1)
-            reply = await self._replace(ctx, doc, row, embedded)
+            reply = await self._replace(ctx, doc, row, embedded, job_id)
         except ServiceError as exc:
             if not exc.retryable or ctx.attempt >= self.ingest.max_attempts:
                 await self._fail(ctx, row, exc.message)

@@ -253,18 +253,23 @@ class RagStore:
         expected_version: int,
         embedded: EmbeddedChunks | None,
         stage: Stage[T],
+        job_id: str | None = None,
     ) -> tuple[DocumentRow, T]:
         """Update a ready document; with `embedded`, its chunks are replaced and its version
-        incremented, all in one transaction. `VersionMoved` if it changed meanwhile."""
+        incremented, all in one transaction. `VersionMoved` if it changed meanwhile, or if an
+        update job other than `job_id` owns it (`processing`)."""
         async with self.pool.acquire() as conn, conn.transaction():
             if embedded is not None:
-                # The document's row first (as every writer), then the statistics.
+                # The document's row first (as every writer), then the statistics. A queued
+                # update keeps the version until its job swaps its chunks in: without the
+                # status check, a replace read before it was queued would silently drop it.
                 found = await conn.fetchval(
                     "SELECT 1 FROM rag.documents WHERE tenant = $1 AND id = $2 AND version = $3"
-                    " FOR UPDATE",
+                    " AND (status <> 'processing' OR job_id = $4) FOR UPDATE",
                     tenant,
                     doc.id,
                     expected_version,
+                    job_id,
                 )
                 if found is None:
                     raise VersionMoved(doc.id)
