@@ -280,3 +280,24 @@ async def test_an_inline_update_racing_a_queued_one_never_drops_the_queued_job(
         applied = await asyncio.gather(update(CORPUS["postgres"]), update(LARGE))
         doc = await ready(client, tenant, doc_id)
         assert doc.version == 1 + sum(applied), (round_, applied, doc.version)
+
+
+async def test_two_large_creates_of_one_id_with_other_content_make_one_a_conflict(
+    client: Client, tenant: str
+) -> None:
+    """Two large creates of one id with different content at once: one is a 409."""
+    for round_ in range(4):
+        doc_id = f"big{round_}"
+
+        async def created(content: str, doc_id: str = doc_id) -> str:
+            try:
+                reply = await client.call_rpc(
+                    tenant, RagService.CreateDocument, create(doc_id, content)
+                )
+            except ServiceError as exc:
+                return exc.code
+            return reply.document.content_hash
+
+        outcomes = await asyncio.gather(created(LARGE), created(f"{LARGE}\n\nmore"))
+        assert sorted(outcomes).count("CONFLICT") == 1, (round_, outcomes)
+        await ready(client, tenant, doc_id)

@@ -194,6 +194,12 @@ class Ingestor:
         row = await self.store.get(ctx.tenant, doc.id)
         if row is None:  # deleted in between
             raise Conflict("the document was deleted while it was queued", retryable=True)
+        if not same_identity(row, doc):
+            # A concurrent create of this id with other content inserted it first.
+            raise Conflict(
+                f"document {doc.id} was created meanwhile with other content",
+                details={"document_id": doc.id},
+            )
         return CreateDocumentResponse(document=document_message(row), created=True, job_id=job_id)
 
     async def _run_job(self, ctx: Context, doc: NewDocument) -> CreateDocumentResponse:
