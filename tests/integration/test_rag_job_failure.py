@@ -97,3 +97,17 @@ async def test_an_update_job_that_cannot_embed_keeps_the_current_version(
         SearchRequest(query_text="citations offsets", mode="keyword", skip_cache=True),
     )
     assert [r.document_id for r in found.results] == ["kept"]
+
+
+async def test_a_failed_large_create_sent_again_at_once_runs_its_job_again(
+    nc: NATS, worker: Worker
+) -> None:
+    """A create repeated right after its job failed for good ends failed again, not processing."""
+    tenant = "f" + uuid.uuid4().hex[:12]
+    client = Client(nc, timeout=30.0)
+    await client.call_rpc(tenant, RagService.CreateDocument, create("again", LARGE))
+    assert (await settled(client, tenant, "again")).status == "failed"
+    for _ in range(2):
+        again = await client.call_rpc(tenant, RagService.CreateDocument, create("again", LARGE))
+        assert again.document.status == "processing"
+        assert (await settled(client, tenant, "again")).status == "failed"

@@ -9,8 +9,9 @@ Idempotency: a document is identified by (tenant, id); its identity for a repeat
 (content hash, title, source, metadata, chunk size, overlap). A create repeating a stored
 identity changes nothing and embeds nothing; a create with the same id and anything different
 is a 409. A job (`job.rag.create_document`) is keyed by its Nats-Msg-Id
-`rag-create:<tenant>:<id>:<content hash>`, so a repeated enqueue is stored once, and a
-redelivered job finds the document ready and does nothing.
+`rag-create:<tenant>:<id>:<content hash>` (a retry of a failed one: `:<time of the failure>`
+added), so a repeated enqueue is stored once, and a redelivered job finds the document ready and
+does nothing.
 """
 
 from __future__ import annotations
@@ -183,6 +184,11 @@ class Ingestor:
         existing: DocumentRow | None,
     ) -> CreateDocumentResponse:
         job_id = f"rag-create:{ctx.tenant}:{doc.id}:{doc.content_hash}"
+        if existing is not None:
+            # The failed job's id may still be in the stream's duplicate window, which would
+            # drop this job and leave the row `processing`: a retry is keyed by the failure it
+            # retries (the same id for every retry of that failure).
+            job_id += f":{existing.updated_at.timestamp():.6f}"
         job = CreateDocumentRequest()
         job.CopyFrom(req)
         job.document_id = doc.id
