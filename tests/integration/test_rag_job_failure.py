@@ -111,3 +111,25 @@ async def test_a_failed_large_create_sent_again_at_once_runs_its_job_again(
         again = await client.call_rpc(tenant, RagService.CreateDocument, create("again", LARGE))
         assert again.document.status == "processing"
         assert (await settled(client, tenant, "again")).status == "failed"
+
+
+async def test_a_failed_large_update_sent_again_at_once_runs_its_job_again(
+    nc: NATS, worker: Worker, postgres: EmbeddedPostgres
+) -> None:
+    """An update repeated right after its job failed for good ends ready again, not processing."""
+    tenant = "f" + uuid.uuid4().hex[:12]
+    client = Client(nc, timeout=30.0)
+    async with RagDb.connect(postgres.dsn) as db:
+        doc = document("kept", ["Offsets point citations at the original text."])
+        await RagStore(db.pool).create_ready(
+            tenant, doc, embedded(doc, [unit("kept")], model="no-such-model")
+        )
+    for _ in range(3):
+        reply = await client.call_rpc(
+            tenant,
+            RagService.UpdateDocument,
+            UpdateDocumentRequest(document_id="kept", content=LARGE),
+        )
+        assert reply.document.status == "processing"
+        kept = await settled(client, tenant, "kept")
+        assert (kept.status, kept.version) == ("ready", 1)

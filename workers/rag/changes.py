@@ -66,6 +66,11 @@ def update_job_id(ctx: Context, req: UpdateDocumentRequest, version: int) -> str
     return f"rag-update:{ctx.tenant}:{req.document_id}:{version}:{digest}"
 
 
+def _is_job_of(stored: str, job_id: str) -> bool:
+    """Whether `stored` is the update job `job_id` or a retry of it."""
+    return stored == job_id or stored.startswith(f"{job_id}:")
+
+
 class DocumentChanges:
     def __init__(self, ingest: Ingestor) -> None:
         self.ingest = ingest
@@ -100,7 +105,9 @@ class DocumentChanges:
         row = await self._existing(ctx, req.document_id)
         if ctx.message_id is not None:
             return await self._run_job(ctx, req, row, given)
-        if row.status == "processing" and row.job_id == update_job_id(ctx, req, row.version):
+        if row.status == "processing" and _is_job_of(
+            row.job_id, update_job_id(ctx, req, row.version)
+        ):
             # The same PUT again: its job is queued (once: by its id), e.g. after a failure
             # between marking the document and queueing the job.
             await ctx.enqueue(RagService.UpdateDocument, req, msg_id=row.job_id)
@@ -184,6 +191,11 @@ class DocumentChanges:
         only on a row that names it, so it is never ahead of the mark. If queueing fails the
         mark is undone."""
         job_id = update_job_id(ctx, req, row.version)
+        if _is_job_of(row.job_id, job_id):
+            # This update's job failed at this version: its id may still be in the stream's
+            # duplicate window, which would drop the job and leave the row `processing`. A
+            # retry is keyed by the failure it retries.
+            job_id += f":{row.updated_at.timestamp():.6f}"
         try:
             marked = await self.store.begin_update(ctx.tenant, row.id, row.version, job_id)
         except VersionMoved:
