@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -31,6 +32,7 @@ from schemas.v1.rag_rpc import RagService
 from tests.support.gateway import operations
 from tests.support.rag import CORPUS, RagDb, configure, create, events, running_rag
 from workers.rag.answers import NO_ANSWER
+from workers.rag.store import DocumentExists, RagStore
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
 
@@ -222,6 +224,22 @@ async def test_recreating_the_same_document_embeds_nothing(
     assert len(await events(nc, tenant, "document_ingested")) == 1
     with pytest.raises(Conflict):
         await client.call_rpc(tenant, RagService.CreateDocument, create("same", "other text"))
+
+
+async def test_a_create_whose_rival_is_deleted_before_it_reads_it_is_told_to_retry(
+    client: Client, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create that lost its insert to one of the same id, deleted before it could be read,
+    gets a retryable 409, not "other content"."""
+
+    async def taken(self: RagStore, tenant: str, doc: Any, *args: Any) -> Any:
+        raise DocumentExists(doc.id)
+
+    monkeypatch.setattr(RagStore, "create_ready", taken)
+    with pytest.raises(Conflict) as caught:
+        await client.call_rpc(tenant, RagService.CreateDocument, create("gone", CORPUS["nats"]))
+    assert caught.value.retryable
+    assert "deleted meanwhile" in caught.value.message
 
 
 async def test_update_replaces_chunks_and_delete_removes_everything(

@@ -164,7 +164,13 @@ class Ingestor:
                 row, staged = await self.store.create_ready(ctx.tenant, doc, embedded, events)
             except DocumentExists:
                 found = await self.store.get(ctx.tenant, doc.id)
-                if found is None or not same_identity(found, doc):
+                if found is None:  # created by another request, and deleted since
+                    raise Conflict(
+                        f"document {doc.id} was created and deleted meanwhile; send it again",
+                        details={"document_id": doc.id},
+                        retryable=True,
+                    ) from None
+                if not same_identity(found, doc):
                     raise Conflict(
                         f"document {doc.id} was created meanwhile with other content",
                         details={"document_id": doc.id},
