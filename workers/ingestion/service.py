@@ -256,8 +256,8 @@ class IngestionService:
             return
         ctx.log.warning("processing run abandoned on its last attempt", file_id=record.file_id)
         error = Unavailable(
-            "processing stopped on its last attempt (the worker running it was stopped);"
-            " process the file again",
+            "processing stopped on its last attempt (its worker was stopped, or it ran out of"
+            " time); process the file again",
             details={"attempts": ctx.attempt - 1},
         )
         await self.processor.fail(ctx, record, run_id, error)

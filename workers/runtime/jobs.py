@@ -10,7 +10,8 @@ changes nothing twice.
 A worker that dies during a job's last attempt never settles it: the server delivers it once
 more, and that delivery is not run but dead-lettered. Before that, the op's `abandoned`
 handler (`<op>_abandoned(ctx, request)` on the component's handler object, if it has one)
-is called, so that a status the job left half-way (`processing`) can end as failed.
+is called, so that a status the job left half-way (`processing`) can end as failed. It is
+called too when the last attempt ends in a retryable failure (its deadline passed, say).
 """
 
 from __future__ import annotations
@@ -329,6 +330,12 @@ class JobRunner:
                 await msg.nak(delay=backoff[min(attempt, len(backoff)) - 1])
                 log.info("job will be retried")
                 return error.code
+            if retry:
+                # Unfinished and out of attempts (its deadline passed, or the consumer allows
+                # fewer deliveries than the handler counted on): like a lost last attempt, the
+                # op ends what it left half-way (`processing`) before the dead letter.
+                key, route = self.consumption.route(msg.subject)
+                await self._abandon(msg, key, route, attempt, msg.metadata.sequence.stream)
             await self._dead_letter(msg, op, error)
             await msg.term()
             log.warning("job dead-lettered", reason=error.message)
