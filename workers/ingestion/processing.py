@@ -186,7 +186,20 @@ class Processor:
                 )
         if staged is not None:
             await self.outbox.publish(staged)
+        if done is None and outcome.document_id and not record.document_id:
+            current = await self.store.get(ctx.tenant, record.file_id)
+            if current is None:
+                await self._drop_document(ctx, outcome.document_id)
+            return current or record
         return done or await self._current(ctx, record)
+
+    async def _drop_document(self, ctx: Context, document_id: str) -> None:
+        """The file was deleted during its first run: the RAG document the run created after
+        that names no file, and `delete_file` found none to delete, so nothing else ever would."""
+        try:
+            await rag.delete(ctx, document_id)
+        except Exception as exc:  # a retry would find no file and do nothing: log it instead
+            ctx.log.warning("document of a deleted file not deleted", error=type(exc).__name__)
 
     async def fail(
         self, ctx: Context, record: FileRecord, run_id: str, error: ServiceError | None
