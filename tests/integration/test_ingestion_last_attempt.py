@@ -65,6 +65,7 @@ async def test_a_run_past_the_job_timeout_on_its_last_attempt_ends_failed(
         file_id = await _upload(nc, client, tenant)
         failed = await wait_for_status(client, tenant, file_id, ("failed",), timeout=15)
     assert (failed.failure.code, failed.failure.retryable) == ("UNAVAILABLE", True)
+    assert failed.failure.details["attempts"] == 1  # the attempts made, as after a lost one
 
 
 async def test_a_run_under_a_consumer_with_fewer_deliveries_ends_failed(

@@ -249,7 +249,10 @@ class DocumentChanges:
         row = await self.store.get(ctx.tenant, req.document_id)
         if row is not None:
             await self._fail(
-                ctx, row, "update stopped on its last attempt (the worker running it was stopped)"
+                ctx,
+                row,
+                "update stopped on its last attempt (its worker was stopped, or it ran out of"
+                " time)",
             )
 
     async def _fail(self, ctx: Context, row: DocumentRow, reason: str) -> None:

@@ -249,7 +249,9 @@ class Ingestor:
         queues it again. A document already ready, or of other content, is left alone."""
         doc = self.new_document(ctx, req)
         await self._fail(
-            ctx, doc, "ingestion stopped on its last attempt (the worker running it was stopped)"
+            ctx,
+            doc,
+            "ingestion stopped on its last attempt (its worker was stopped, or it ran out of time)",
         )
 
     async def _fail(self, ctx: Context, doc: NewDocument, reason: str) -> None:

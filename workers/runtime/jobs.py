@@ -334,8 +334,9 @@ class JobRunner:
                 # Unfinished and out of attempts (its deadline passed, or the consumer allows
                 # fewer deliveries than the handler counted on): like a lost last attempt, the
                 # op ends what it left half-way (`processing`) before the dead letter.
+                # The handler sees the attempt after the last, as on the lost attempt's path.
                 key, route = self.consumption.route(msg.subject)
-                await self._abandon(msg, key, route, attempt, msg.metadata.sequence.stream)
+                await self._abandon(msg, key, route, attempt + 1, msg.metadata.sequence.stream)
             await self._dead_letter(msg, op, error)
             await msg.term()
             log.warning("job dead-lettered", reason=error.message)
