@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from google.protobuf import json_format
 from nats.aio.client import Client as NATS
 
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
-from schemas.errors import BadRequest, Conflict, NotFound
+from schemas.errors import BadRequest, Conflict, NotFound, ServiceError
 from schemas.v1.common_pb2 import PageRequest
 from schemas.v1.ingestion_pb2 import (
     DeleteFileRequest,
@@ -38,6 +39,7 @@ from tests.support.ingestion import (
 )
 from workers.ingestion import service as ingestion
 from workers.ingestion.errors import UnsupportedType
+from workers.ingestion.store import IngestionStore
 from workers.runtime import validation as check
 from workers.runtime.client import Client
 from workers.runtime.worker import Worker
@@ -187,6 +189,27 @@ async def test_unsupported_types_are_415_and_their_object_is_removed(
     assert caught.value.details["detected_type"] == "png"
     assert not await object_exists(nc, tenant, name)
     assert (await db.row_counts(tenant))["files"] == 0
+
+
+async def test_an_upload_whose_row_committed_before_an_error_keeps_its_object(
+    client: Client, nc: NATS, tenant: str, db: IngestionDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error after the file's row committed (a connection lost after COMMIT, a cancelled
+    request) leaves the row's object in place: the file stays processable."""
+    committed = IngestionStore.insert_file
+
+    async def lost_after_commit(self: IngestionStore, *args: Any) -> Any:
+        await committed(self, *args)
+        raise ConnectionResetError("connection lost after COMMIT")
+
+    monkeypatch.setattr(IngestionStore, "insert_file", lost_after_commit)
+    name = await put_object(nc, tenant, documents.MARKDOWN + b"\nkept")
+    with pytest.raises(ServiceError):
+        await client.call_rpc(
+            tenant, Ingestion.Upload, UploadRequest(object_name=name, file_name="kept.md")
+        )
+    assert (await db.row_counts(tenant))["files"] == 1
+    assert await object_exists(nc, tenant, name)
 
 
 async def test_a_corrupt_file_fails_its_run_with_the_parsers_reason(

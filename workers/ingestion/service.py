@@ -88,7 +88,7 @@ class IngestionService:
                 ctx, stored, file_name, content_type, title, metadata, auto_ingest, options
             )
         except BaseException:
-            await self.uploads.delete_object(ctx.tenant, stored.name)
+            await self._drop_unless_registered(ctx, stored)
             raise
         if not created:
             if record.object_name != stored.name:
@@ -105,6 +105,19 @@ class IngestionService:
             deduplicated=not created,
             file=file_message(record),
         )
+
+    async def _drop_unless_registered(self, ctx: Context, stored: StoredFile) -> None:
+        """After a failed registration, delete the stored bytes unless the file's row committed
+        before the error (a connection lost after COMMIT, a cancelled request): they are then
+        that file's. Unsure (the database unreachable), they are kept: an object no row names
+        wastes space, a row whose object is gone is a file that cannot be processed."""
+        try:
+            kept = await self.store.get_by_sha(ctx.tenant, stored.sha256)
+        except Exception as exc:
+            ctx.log.warning("upload's object kept", object=stored.name, error=type(exc).__name__)
+            return
+        if kept is None or kept.object_name != stored.name:
+            await self.uploads.delete_object(ctx.tenant, stored.name)
 
     async def _register(
         self,
