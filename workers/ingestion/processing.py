@@ -147,11 +147,15 @@ class Processor:
             )
         document_id = ""
         if record.auto_ingest:
-            wait = min(self.settings.rag_wait_seconds, max(ctx.remaining() - 1.0, 1.0))
-            document = await rag.ingest(
-                ctx, record, doc, wait_seconds=wait, on_progress=progress.ingesting
-            )
-            document_id = document.document_id
+            # Written only while this run is still the file's current one, its row locked: a
+            # superseded run would replace the newer run's document with its stale text, and a
+            # deleted file's would be left to nobody.
+            async with self.store.holding_run(ctx.tenant, record.file_id, run_id) as current:
+                document = await rag.put(ctx, record, doc) if current else None
+            if document is not None:
+                wait = min(self.settings.rag_wait_seconds, max(ctx.remaining() - 1.0, 1.0))
+                document = await rag.until_ready(ctx, document, wait, progress.ingesting)
+                document_id = document.document_id
         return Outcome(
             pages_done=doc.pages_parsed,
             pages_total=doc.pages,

@@ -92,6 +92,13 @@ async def ingest(
     on_progress: Callable[[int, int], Awaitable[None]],
 ) -> Document:
     """Create (or replace) the file's RAG document and return it once it is ready."""
+    document = await put(ctx, record, doc)
+    return await until_ready(ctx, document, wait_seconds, on_progress)
+
+
+async def put(ctx: Context, record: FileRecord, doc: StructuredDocument) -> Document:
+    """Create (or replace) the file's RAG document; returns it as RAG answered (maybe not
+    ready yet)."""
     options = record.options
     document_id = record.document_id or document_id_for(record.file_id)
     title = record.title or doc.title or record.file_name
@@ -124,10 +131,10 @@ async def ingest(
         if create.HasField("chunk_overlap"):
             update.chunk_overlap = create.chunk_overlap
         document = (await ctx.call(RagService.UpdateDocument, update)).document
-    return await _until_ready(ctx, document, wait_seconds, on_progress)
+    return document
 
 
-async def _until_ready(
+async def until_ready(
     ctx: Context,
     document: Document,
     wait_seconds: float,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -225,6 +227,20 @@ class IngestionStore:
             None if options is None else json.dumps(options),
         )
         return _record(row) if row else None
+
+    @asynccontextmanager
+    async def holding_run(self, tenant: str, file_id: str, run_id: str) -> AsyncIterator[bool]:
+        """Whether `run_id` is still the file's current processing run, the file's row locked
+        for the block: no newer run starts, and no delete lands, until it ends."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchval(
+                "SELECT 1 FROM ingestion.files WHERE tenant = $1 AND file_id = $2"
+                " AND run_id = $3 AND status = 'processing' FOR UPDATE",
+                tenant,
+                uuid.UUID(file_id),
+                run_id,
+            )
+            yield found is not None
 
     async def report_progress(
         self, tenant: str, file_id: str, run_id: str, *, done: int, total: int, progress: float
