@@ -11,6 +11,7 @@ removes abandoned upload sessions of every tenant.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import uuid
@@ -115,6 +116,9 @@ def _record(row: asyncpg.Record) -> FileRecord:
 class IngestionStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        # `holding_run` keeps a connection for the length of a call to another component: at
+        # most half the pool does, so the component's other requests always find one.
+        self._held = asyncio.Semaphore(max(1, pool.get_max_size() // 2))
 
     # -- files ------------------------------------------------------------------------------
 
@@ -231,8 +235,9 @@ class IngestionStore:
     @asynccontextmanager
     async def holding_run(self, tenant: str, file_id: str, run_id: str) -> AsyncIterator[bool]:
         """Whether `run_id` is still the file's current processing run, the file's row locked
-        for the block: no newer run starts, and no delete lands, until it ends."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        for the block: no newer run starts, and no delete lands, until it ends. Runs beyond
+        half the pool wait their turn here (they would wait for RAG's embedding anyway)."""
+        async with self._held, self.pool.acquire() as conn, conn.transaction():
             found = await conn.fetchval(
                 "SELECT 1 FROM ingestion.files WHERE tenant = $1 AND file_id = $2"
                 " AND run_id = $3 AND status = 'processing' FOR UPDATE",
