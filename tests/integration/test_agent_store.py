@@ -19,7 +19,7 @@ from tests.support.agent import AgentDb
 from workers.agent.memory_store import MemoryStore
 from workers.agent.runs_store import RunsStore
 from workers.agent.store import AgentStore, InUse
-from workers.runtime.outbox import EventRows
+from workers.runtime.outbox import no_events
 
 ROUNDS = 8
 PAIRS = 8
@@ -41,10 +41,6 @@ def tenant() -> str:
     return "s" + uuid.uuid4().hex[:12]
 
 
-def no_events(first: int) -> EventRows:
-    return EventRows("SELECT NULL::bigint AS id WHERE false", [], [])
-
-
 def ended_run(agent_id: str, session_id: str) -> dict[str, Any]:
     now = dt.datetime.now(dt.UTC)
     return {
@@ -62,6 +58,21 @@ def ended_run(agent_id: str, session_id: str) -> dict[str, Any]:
         "started_at": now,
         "finished_at": now,
     }
+
+
+async def turn_of(
+    runs: RunsStore, tenant: str, agent_id: str, session_id: str, said: list[ChatMessage]
+) -> None:
+    """A chat turn of the user "u" in the session, recorded at its end."""
+    await runs.record_run(
+        tenant,
+        ended_run(agent_id, session_id),
+        user="u",
+        initial=[],
+        steps=[],
+        session_messages=said,
+        events=no_events,
+    )
 
 
 async def test_a_tool_deleted_while_an_agent_starts_listing_it_is_refused_or_unlisted(
@@ -108,28 +119,12 @@ async def test_an_agent_deleted_while_its_session_takes_a_turn_is_deleted(
         ids = [f"{r}-{i}" for i in range(PAIRS)]
         for i in ids:
             await store.create_agent(tenant, f"a{i}", {"name": f"a{i}", "tools": []}, "")
-            await runs.record_run(
-                tenant,
-                ended_run(f"a{i}", "s"),
-                user="u",
-                initial=[],
-                steps=[],
-                session_messages=said[:1],
-                events=no_events,
-            )
+            await turn_of(runs, tenant, f"a{i}", "s", said[:1])
 
         async def turn(i: str) -> None:
             # refused on the foreign key when the agent was deleted first
             with contextlib.suppress(asyncpg.ForeignKeyViolationError):
-                await runs.record_run(
-                    tenant,
-                    ended_run(f"a{i}", "s"),
-                    user="u",
-                    initial=[],
-                    steps=[],
-                    session_messages=said,
-                    events=no_events,
-                )
+                await turn_of(runs, tenant, f"a{i}", "s", said)
 
         results = await asyncio.gather(
             *(turn(i) for i in ids),
@@ -184,15 +179,7 @@ async def test_a_user_forgotten_while_the_agent_is_deleted_is_forgotten_and_dele
         for i in ids:
             await store.create_agent(tenant, f"a{i}", {"name": f"a{i}", "tools": []}, "")
             for s in range(3):
-                await runs.record_run(
-                    tenant,
-                    ended_run(f"a{i}", f"s{s}"),
-                    user="u",
-                    initial=[],
-                    steps=[],
-                    session_messages=said,
-                    events=no_events,
-                )
+                await turn_of(runs, tenant, f"a{i}", f"s{s}", said)
             for k in range(20):
                 await memory.insert(tenant, f"a{i}", "u", f"fact {k}", {}, [1.0, float(k)])
             for k in range(3):

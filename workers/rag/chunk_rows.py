@@ -212,10 +212,10 @@ async def delete_chunks(conn: asyncpg.Connection, tenant: str, document_id: str)
     return _counted(row)
 
 
-async def change(conn: asyncpg.Connection, tenant: str, change: Counted) -> int:
+async def change(conn: asyncpg.Connection, tenant: str, delta: Counted) -> int:
     """The statistics pass alone (a delete's, a retitling's); returns the corpus version.
     `NOTHING` only moves the version."""
-    statistics, args = _statistics(tenant, "", change, 1)
+    statistics, args = _statistics(tenant, "", delta, 1)
     row = await conn.fetchrow(f"WITH {statistics} SELECT {_RESULT}", *args)
     return await finish(conn, tenant, row)
 

@@ -23,7 +23,7 @@ import asyncpg
 from workers.rag import chunk_rows
 from workers.rag.filters import compile_filters
 from workers.rag.records import DocumentRow, EmbeddedChunks, NewDocument
-from workers.runtime.outbox import EventRows, StagedEvent
+from workers.runtime.outbox import EventRows, StagedEvent, no_events
 
 SCHEMA = "rag"
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
@@ -168,7 +168,7 @@ class RagStore:
         tenant: str,
         doc: NewDocument,
         embedded: EmbeddedChunks,
-        events: Callable[[int], EventRows] | None = None,
+        events: Callable[[int], EventRows] = no_events,
     ) -> tuple[DocumentRow, list[StagedEvent]]:
         """Insert a new document with its chunks, their statistics and the outbox rows of
         `events(first_parameter)` (its version is 1), in one statement: one round trip and
@@ -176,16 +176,14 @@ class RagStore:
         args = _ready_values(tenant, doc, embedded)
         chunks = chunk_rows.added(tenant, doc, 1, embedded, self.ts_config, first=len(args) + 1)
         args += chunks.args
-        outbox = events(len(args) + 1) if events is not None else None
+        outbox = events(len(args) + 1)
         try:
             row = await self.pool.fetchrow(
-                f"WITH document AS ({_INSERT_READY}), {chunks.sql}"  # noqa: S608 (our own fragments)
-                + (f", staged AS ({outbox.sql})" if outbox else "")
-                + f" SELECT document.*, {chunk_rows.ChunkRows.RESULT}, "
-                + ("ARRAY(SELECT id FROM staged)" if outbox else "NULL::bigint[]")
-                + " AS staged FROM document",
+                f"WITH document AS ({_INSERT_READY}), {chunks.sql}, staged AS ({outbox.sql})"  # noqa: S608 (our own fragments)
+                f" SELECT document.*, {chunk_rows.ChunkRows.RESULT},"
+                " ARRAY(SELECT id FROM staged) AS staged FROM document",
                 *args,
-                *(outbox.args if outbox else []),
+                *outbox.args,
             )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "documents_pkey":
@@ -193,7 +191,7 @@ class RagStore:
             raise
         values = dict(row)
         ids, _, _ = values.pop("staged"), values.pop("corpus_version"), values.pop("emptied")
-        return _document(values), outbox.staged(ids) if outbox else []
+        return _document(values), outbox.staged(ids)
 
     async def create_processing(self, tenant: str, doc: NewDocument, job_id: str) -> bool:
         """Record a document a job will ingest; False if the id already exists."""

@@ -74,6 +74,11 @@ class EventRows:
         return [replace(e, id=i) for e, i in zip(self.events, sorted(ids), strict=True)]
 
 
+def no_events(first: int) -> EventRows:
+    """An `event_rows` for a change that reports nothing: its CTE writes no row."""
+    return EventRows("SELECT NULL::bigint AS id WHERE false", [], [])
+
+
 class Outbox:
     def __init__(
         self,
