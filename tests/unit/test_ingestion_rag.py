@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 from google.protobuf import json_format
@@ -22,6 +23,7 @@ from workers.ingestion import rag
 from workers.ingestion.document import Section, StructuredDocument
 from workers.ingestion.store import FileRecord
 from workers.runtime import testing
+from workers.runtime.context import Context
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
@@ -73,13 +75,20 @@ async def noop(done: int, total: int) -> None:
     return None
 
 
+async def ingest(
+    ctx: Context, wait: float, on_progress: Callable[[int, int], Awaitable[None]]
+) -> Document:
+    """The processor's two steps: the write, then the wait until RAG has the document."""
+    return await rag.until_ready(ctx, await rag.put(ctx, record(), structured()), wait, on_progress)
+
+
 async def test_create_document_names_the_file_and_its_pages() -> None:
     """One create_document: id from the file, the file name as source, page starts in metadata."""
     ready = Document(document_id="file-x", status="ready")
     ctx, seen = testing.context(
         replies={RagService.CreateDocument: CreateDocumentResponse(document=ready)}
     )
-    document = await rag.ingest(ctx, record(), structured(), wait_seconds=5, on_progress=noop)
+    document = await ingest(ctx, 5, noop)
     assert document.status == "ready"
     [call] = seen.calls
     assert call.method is RagService.CreateDocument
@@ -102,7 +111,7 @@ async def test_other_content_under_the_same_id_is_an_update_with_reprocess() -> 
             RagService.UpdateDocument: UpdateDocumentResponse(document=updated),
         }
     )
-    document = await rag.ingest(ctx, record(), structured(), wait_seconds=5, on_progress=noop)
+    document = await ingest(ctx, 5, noop)
     assert document.version == 2
     assert [c.method for c in seen.calls] == [RagService.CreateDocument, RagService.UpdateDocument]
     assert seen.calls[1].request.reprocess  # type: ignore[attr-defined]
@@ -132,7 +141,7 @@ async def test_a_document_rag_ingests_as_a_job_is_polled_until_ready() -> None:
     async def progress(done: int, total: int) -> None:
         reported.append((done, total))
 
-    document = await rag.ingest(ctx, record(), structured(), wait_seconds=10, on_progress=progress)
+    document = await ingest(ctx, 10, progress)
     assert document.status == "ready"
     assert [c.method for c in seen.calls].count(RagService.GetDocument) == 2
     assert reported == [(0, 10), (5, 10)]
@@ -145,14 +154,14 @@ async def test_a_document_rag_could_not_ingest_fails_the_run_with_its_reason() -
         replies={RagService.CreateDocument: CreateDocumentResponse(document=failed)}
     )
     with pytest.raises(Unprocessable, match="embedding dimension mismatch"):
-        await rag.ingest(ctx, record(), structured(), wait_seconds=5, on_progress=noop)
+        await ingest(ctx, 5, noop)
 
 
 async def test_rag_down_is_a_retryable_unavailable() -> None:
     """No RAG worker: the call raises Unavailable (the job is retried with backoff)."""
     ctx, _ = testing.context(replies={})
     with pytest.raises(Unavailable) as caught:
-        await rag.ingest(ctx, record(), structured(), wait_seconds=5, on_progress=noop)
+        await ingest(ctx, 5, noop)
     assert caught.value.retryable
 
 

@@ -83,19 +83,6 @@ def document_metadata(record: FileRecord, doc: StructuredDocument) -> dict[str, 
     return meta
 
 
-async def ingest(
-    ctx: Context,
-    record: FileRecord,
-    doc: StructuredDocument,
-    *,
-    wait_seconds: float,
-    on_progress: Callable[[int, int], Awaitable[None]],
-) -> Document:
-    """Create (or replace) the file's RAG document and return it once it is ready."""
-    document = await put(ctx, record, doc)
-    return await until_ready(ctx, document, wait_seconds, on_progress)
-
-
 async def put(ctx: Context, record: FileRecord, doc: StructuredDocument) -> Document:
     """Create (or replace) the file's RAG document; returns it as RAG answered (maybe not
     ready yet)."""
@@ -140,6 +127,8 @@ async def until_ready(
     wait_seconds: float,
     on_progress: Callable[[int, int], Awaitable[None]],
 ) -> Document:
+    """`document` once RAG has it ready (polled, progress reported), or Unavailable after
+    `wait_seconds`; what RAG failed to ingest fails the run with RAG's reason."""
     deadline = time.monotonic() + wait_seconds
     attempt = 0
     while document.status == "processing":
