@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 from aifleet.embedded import EmbeddedNats, EmbeddedPostgres
 from schemas.v1.ingestion_pb2 import UploadRequest
 from schemas.v1.ingestion_rpc import IngestionService as Ingestion
+from subjects import STREAM_JOBS
 from subjects.streams import provision_streams
 from tests.conftest import NatsFactory
 from tests.support import documents
@@ -77,7 +78,9 @@ async def test_a_run_under_a_consumer_with_fewer_deliveries_ends_failed(
     client = Client(nc, timeout=20)
     base = {"database_url": postgres.dsn, "job_backoff": [0.1]}
     async with running_worker([ingestion.component], server.url, **base, job_max_deliver=1):
-        pass  # creates the durable consumer: 2 deliveries
+        consumers = await nc.jetstream().consumers_info(STREAM_JOBS)
+    # the worker made the durable consumer for 1 attempt (2 deliveries); it stays so
+    assert [c.config.max_deliver for c in consumers if "ingestion" in c.name] == [2]
     async with running_worker([ingestion.component], server.url, **base, job_max_deliver=3):
         file_id = await _upload(nc, client, tenant)
         failed = await wait_for_status(client, tenant, file_id, ("failed",), timeout=15)

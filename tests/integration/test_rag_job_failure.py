@@ -71,6 +71,16 @@ async def test_a_job_that_cannot_embed_fails_with_a_reason(nc: NATS, worker: Wor
     assert again.document.status == "processing"
 
 
+async def stored_by_another_model(dsn: str, tenant: str) -> None:
+    """A ready document "kept" whose chunks name a model the gateway does not have, so that
+    an update's job cannot embed."""
+    async with RagDb.connect(dsn) as db:
+        doc = document("kept", ["Offsets point citations at the original text."])
+        await RagStore(db.pool).create_ready(
+            tenant, doc, embedded(doc, [unit("kept")], model="no-such-model")
+        )
+
+
 async def test_an_update_job_that_cannot_embed_keeps_the_current_version(
     nc: NATS, worker: Worker, postgres: EmbeddedPostgres
 ) -> None:
@@ -78,11 +88,7 @@ async def test_an_update_job_that_cannot_embed_keeps_the_current_version(
     gateway cannot embed: back to ready at version 1 with the reason, its chunks still found."""
     tenant = "f" + uuid.uuid4().hex[:12]
     client = Client(nc, timeout=30.0)
-    async with RagDb.connect(postgres.dsn) as db:
-        doc = document("kept", ["Offsets point citations at the original text."])
-        await RagStore(db.pool).create_ready(
-            tenant, doc, embedded(doc, [unit("kept")], model="no-such-model")
-        )
+    await stored_by_another_model(postgres.dsn, tenant)
     reply = await client.call_rpc(
         tenant, RagService.UpdateDocument, UpdateDocumentRequest(document_id="kept", content=LARGE)
     )
@@ -119,11 +125,7 @@ async def test_a_failed_large_update_sent_again_at_once_runs_its_job_again(
     """An update repeated right after its job failed for good ends ready again, not processing."""
     tenant = "f" + uuid.uuid4().hex[:12]
     client = Client(nc, timeout=30.0)
-    async with RagDb.connect(postgres.dsn) as db:
-        doc = document("kept", ["Offsets point citations at the original text."])
-        await RagStore(db.pool).create_ready(
-            tenant, doc, embedded(doc, [unit("kept")], model="no-such-model")
-        )
+    await stored_by_another_model(postgres.dsn, tenant)
     for _ in range(3):
         reply = await client.call_rpc(
             tenant,
